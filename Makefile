@@ -1,0 +1,44 @@
+# The two set-up commands of the README. Both are idempotent: a second run only re-installs
+# when pyproject.toml changed, and reuses Debian's chromium once it is there.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# This machine's pip configuration lists local mirrors that warn for every package; hide those lines.
+PIP := $(BIN)/python -m pip install --quiet
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint benchmarks clean
+
+demo: $(VENV)/.installed
+	$(BIN)/labkit demo
+
+test: $(VENV)/.installed-test /usr/bin/chromium
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+benchmarks: $(VENV)/.installed
+	$(BIN)/python benchmarks/connect.py --quick
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip $(QUIET_PIP)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) -e . $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]' $(QUIET_PIP)
+	touch $@ $(VENV)/.installed
+
+/usr/bin/chromium:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+clean:
+	rm -rf $(VENV) labkit-demo

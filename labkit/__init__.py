@@ -1,0 +1,20 @@
+"""labkit: a Jupyter-native research workbench on Ray and Dask."""
+
+from labkit.clusters import Cluster, connect, current, disconnect
+from labkit.errors import LabkitError
+
+__version__ = "0.1.0"
+__all__ = ["Cluster", "LabkitError", "connect", "current", "disconnect", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext labkit``: register the ``%labkit`` magics."""
+    from labkit.magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from labkit.magics import unregister
+
+    unregister(ipython)

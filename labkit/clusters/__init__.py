@@ -1,0 +1,6 @@
+"""Attach to Ray or Dask clusters through one interface."""
+
+from labkit.clusters.base import Cluster
+from labkit.clusters.session import active_or_none, connect, current, disconnect
+
+__all__ = ["Cluster", "active_or_none", "connect", "current", "disconnect"]

@@ -1,0 +1,140 @@
+"""Dask backend: a LocalCluster on loopback, or a scheduler at ``tcp://host:port``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from labkit.clusters.address import Target, split_host_port
+from labkit.clusters.base import ChunkResult, Cluster
+from labkit.clusters.mapping import run_chunk
+from labkit.errors import ConnectError
+
+LOOPBACK = "127.0.0.1"
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """Fail fast, naming the address, when nothing listens there."""
+    host, port = split_host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConnectError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: "
+            f"{exc.strerror or exc}",
+            address=address,
+            backend="dask",
+        ) from None
+
+
+class DaskCluster(Cluster):
+    """A Dask cluster; a worker is one ``dask worker`` process (one thread each when local)."""
+
+    backend = "dask"
+
+    def __init__(self, client, *, local_cluster=None, timeout: float = 30.0):
+        super().__init__(
+            client.scheduler.address,
+            local=local_cluster is not None,
+            dashboard_url=_link(client),
+        )
+        self.client = client
+        self.local_cluster = local_cluster
+        self.timeout = timeout
+
+    @classmethod
+    def connect(
+        cls,
+        target: Target,
+        *,
+        workers: int | None,
+        timeout: float,
+        token_file: str | None,
+        release_previous: Callable[[], None],
+    ) -> DaskCluster:
+        from distributed import Client, LocalCluster
+
+        if target.kind == "local":
+            release_previous()
+            cluster = LocalCluster(
+                n_workers=workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                host=LOOPBACK,
+                dashboard_address=f"{LOOPBACK}:0",
+                silence_logs=logging.ERROR,
+            )
+            return cls(Client(cluster, timeout=timeout), local_cluster=cluster, timeout=timeout)
+        check_reachable(target.address, timeout)
+        release_previous()
+        try:
+            client = Client(target.address, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectError(
+                f"cannot attach to the Dask scheduler at {target.address}: {exc}",
+                address=target.address,
+                backend="dask",
+            ) from exc
+        return cls(client, timeout=timeout)
+
+    def _worker_info(self) -> dict[str, dict[str, Any]]:
+        try:
+            info = self.client.scheduler_info(n_workers=-1)
+        except TypeError:  # distributed before the n_workers argument listed all workers
+            info = self.client.scheduler_info()
+        return info["workers"]
+
+    def workers(self) -> list[dict[str, Any]]:
+        self._check_open()
+        return [
+            {
+                "id": address,
+                "host": worker.get("host", split_host_port(address)[0]),
+                "cpus": int(worker.get("nthreads", 0)),
+                "gpus": int(worker.get("resources", {}).get("GPU", 0)),
+                "memory_bytes": int(worker.get("memory_limit") or 0),
+            }
+            for address, worker in self._worker_info().items()
+        ]
+
+    def _run_chunks(
+        self, fn: Callable[[Any], Any], chunks: list[list[Any]]
+    ) -> Iterator[tuple[int, ChunkResult]]:
+        from distributed import as_completed
+
+        futures = [self.client.submit(run_chunk, fn, chunk, pure=False) for chunk in chunks]
+        position = {future.key: index for index, future in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                yield position[future.key], future.result()
+        finally:
+            self.client.cancel([future for future in futures if not future.done()])
+
+    def _scale(self, n: int) -> None:
+        self.local_cluster.scale(n)
+        deadline = time.monotonic() + self.timeout
+        while len(self._worker_info()) != n:
+            if time.monotonic() > deadline:
+                raise ConnectError(
+                    f"the local Dask cluster did not reach {n} workers within {self.timeout:g} s",
+                    address=self.address,
+                    backend="dask",
+                )
+            time.sleep(0.1)
+
+    def _close(self) -> None:
+        self.client.close()
+        if self.local_cluster is not None:
+            self.local_cluster.close()
+
+
+def _link(client) -> str | None:
+    try:
+        return client.dashboard_link
+    except Exception:  # the scheduler may run without a dashboard
+        return None

@@ -1,0 +1,165 @@
+"""Ray backend: an embedded single-node loopback cluster, a GCS address, or a Ray Client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from labkit.clusters.address import Target
+from labkit.clusters.base import ChunkResult, Cluster
+from labkit.clusters.mapping import run_chunk
+from labkit.clusters.ray_auth import check_access, find_token, use_token
+from labkit.errors import ConnectError
+
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_environment() -> None:
+    # Without this Ray rewrites 127.0.0.1 to the machine's routable address, and the
+    # processes it starts inherit the setting. Usage stats would try the network.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray reads the variable once, at import; this process may have imported it already.
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _http(url: str | None) -> str | None:
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+class RayCluster(Cluster):
+    """A Ray cluster. Ray's unit of capacity is the node: ``workers()`` lists nodes.
+
+    A local cluster is a single node on loopback (Ray runs multi-node only off loopback), so
+    ``scale(n)`` restarts it with ``n`` CPU slots; objects and actors do not survive that.
+    """
+
+    backend = "ray"
+
+    def __init__(self, address: str, *, local: bool, dashboard_url: str | None, temp_dir=None):
+        super().__init__(address, local=local, dashboard_url=dashboard_url)
+        self.temp_dir = temp_dir
+        self._remote_chunk = None
+
+    @classmethod
+    def connect(
+        cls,
+        target: Target,
+        *,
+        workers: int | None,
+        timeout: float,
+        token_file: str | None,
+        release_previous: Callable[[], None],
+    ) -> RayCluster:
+        import ray
+
+        _loopback_environment()
+        if target.kind == "local":
+            release_previous()
+            return cls._start_local(workers)
+        token = find_token(token_file)
+        check_access(target.address, target.kind == "ray-client", token, timeout)
+        release_previous()
+        use_token(token)
+        try:
+            context = ray.init(address=target.address, log_to_driver=True)
+        except Exception as exc:
+            raise ConnectError(
+                f"cannot attach to the Ray cluster at {target.address}: {exc}",
+                address=target.address,
+                backend="ray",
+            ) from exc
+        return cls(target.address, local=False, dashboard_url=_http(context.dashboard_url))
+
+    @classmethod
+    def _start_local(cls, num_cpus: int | None) -> RayCluster:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        temp_dir = tempfile.mkdtemp(prefix="labkit-ray-")
+        try:
+            context = ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                _temp_dir=temp_dir,
+                _node_ip_address=LOOPBACK,
+                dashboard_host=LOOPBACK,
+            )
+        except Exception as exc:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise ConnectError(f"cannot start a local Ray cluster: {exc}", backend="ray") from exc
+        address = context.address_info["gcs_address"]
+        return cls(
+            address, local=True, dashboard_url=_http(context.dashboard_url), temp_dir=temp_dir
+        )
+
+    def workers(self) -> list[dict[str, Any]]:
+        import ray
+
+        self._check_open()
+        nodes = []
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            resources = node.get("Resources", {})
+            nodes.append(
+                {
+                    "id": node["NodeID"],
+                    "host": node["NodeManagerAddress"],
+                    "cpus": int(resources.get("CPU", 0)),
+                    "gpus": int(resources.get("GPU", 0)),
+                    "memory_bytes": int(resources.get("memory", 0)),
+                }
+            )
+        return nodes
+
+    def _run_chunks(
+        self, fn: Callable[[Any], Any], chunks: list[list[Any]]
+    ) -> Iterator[tuple[int, ChunkResult]]:
+        import ray
+
+        if self._remote_chunk is None:
+            self._remote_chunk = ray.remote(run_chunk)
+        fn_ref = ray.put(fn)
+        refs = [self._remote_chunk.remote(fn_ref, chunk) for chunk in chunks]
+        position = {ref: index for index, ref in enumerate(refs)}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    yield position[ref], ray.get(ref)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def _scale(self, n: int) -> None:
+        warnings.warn(
+            "scaling a local Ray cluster restarts it with the new number of CPU slots; "
+            "objects and actors held in it are lost",
+            stacklevel=3,
+        )
+        self._close()
+        fresh = self._start_local(n)
+        self.address, self.dashboard_url, self.temp_dir = (
+            fresh.address,
+            fresh.dashboard_url,
+            fresh.temp_dir,
+        )
+        self._remote_chunk = None
+
+    def _close(self) -> None:
+        import ray
+
+        ray.shutdown()
+        if self.temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""The cluster this Python process is attached to: ``labkit.connect`` and ``labkit.current``."""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+from labkit.clusters.address import Target, parse_address
+from labkit.clusters.backends import backend_class
+from labkit.clusters.base import Cluster
+from labkit.clusters.registry import find_cluster
+from labkit.errors import ConnectError, NotConnectedError
+
+DEFAULT_TIMEOUT = 30.0
+
+_active: Cluster | None = None
+
+
+def resolve(address: str | None, backend: str | None = None) -> tuple[Target, str | None]:
+    """The target for ``address`` and the token file a registry entry names, if any."""
+    target = parse_address(address, backend)
+    if target.kind != "name":
+        return target, None
+    entry = find_cluster(target.address)
+    resolved = parse_address(entry.address, entry.backend)
+    if backend is not None and resolved.backend != backend:
+        raise ConnectError(
+            f"cluster {entry.name!r} is a {resolved.backend} cluster, but backend={backend!r} "
+            "was asked for",
+            address=entry.address,
+            backend=backend,
+        )
+    return resolved, entry.token_file
+
+
+def connect(
+    address: str | None = None,
+    *,
+    backend: str | None = None,
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    token_file: str | os.PathLike | None = None,
+) -> Cluster:
+    """Attach this process to a cluster and make it the active one.
+
+    ``address``: ``None``/``"local"`` (an embedded local cluster), ``ray://HOST:PORT``,
+    ``HOST:PORT`` (Ray GCS, or Dask with ``backend="dask"``), ``tcp://HOST:PORT``, or the
+    name of a cluster the JupyterLab sidebar started or registered. The previous connection
+    is closed only once the new address has answered, so a typo loses nothing.
+    """
+    global _active
+    _check_number("workers", workers, allow_none=True)
+    _check_number("timeout", timeout)
+    target, registered_token = resolve(address, backend)
+    cls = backend_class(target.backend)
+    cluster = cls.connect(
+        target,
+        workers=workers,
+        timeout=float(timeout),
+        token_file=os.fspath(token_file) if token_file is not None else registered_token,
+        release_previous=disconnect,
+    )
+    _active = cluster
+    return cluster
+
+
+def current() -> Cluster:
+    """The active cluster; raises NotConnectedError with what to do when there is none."""
+    if _active is None or _active.closed:
+        raise NotConnectedError(
+            "no cluster is attached; connect first: labkit.connect() or %labkit connect"
+        )
+    return _active
+
+
+def active_or_none() -> Cluster | None:
+    """The active cluster, or None: for steps that run in-process when nothing is attached."""
+    return _active if _active is not None and not _active.closed else None
+
+
+def disconnect() -> None:
+    """Close the active cluster, if any."""
+    global _active
+    cluster, _active = _active, None
+    if cluster is not None:
+        cluster.close()
+
+
+def _check_number(name: str, value: object, *, allow_none: bool = False) -> None:
+    from labkit.errors import ParameterError
+
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ParameterError(f"{name} must be a positive number, got {value!r}")
+    if name == "workers" and not isinstance(value, int):
+        raise ParameterError(f"workers must be a whole number, got {value!r}")
+
+
+atexit.register(disconnect)

@@ -1,0 +1,102 @@
+"""Embedded local clusters: loopback only, scalable, cleanly replaced."""
+
+import _thread
+import threading
+import time
+
+import psutil
+import pytest
+
+import labkit
+from labkit.errors import ParameterError
+from tests.conftest import wait_for
+
+
+def _listening_addresses(pids: set[int]) -> set[str]:
+    return {
+        conn.laddr.ip
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids
+    }
+
+
+def _descendants() -> set[int]:
+    """Child processes, less multiprocessing's resource tracker (one per Python process)."""
+    return {
+        child.pid
+        for child in psutil.Process().children(recursive=True)
+        if "resource_tracker" not in " ".join(child.cmdline())
+    }
+
+
+def test_local_dask_is_loopback_only_scales_and_leaks_nothing():
+    before = _descendants()
+    cluster = labkit.connect(backend="dask", workers=2)
+    assert (cluster.backend, cluster.local) == ("dask", True)
+    assert cluster.address.startswith("tcp://127.0.0.1:")
+    assert cluster.resources()["workers"] == 2
+    started = _descendants() - before
+    assert started, "LocalCluster should run workers as processes"
+    assert _listening_addresses(started | {psutil.Process().pid}) <= {"127.0.0.1"}
+
+    cluster.scale(1)
+    assert cluster.resources()["workers"] == 1
+    cluster.scale(3)
+    assert [w["cpus"] for w in cluster.workers()] == [1, 1, 1]
+    assert cluster.map(str, range(10), progress=False) == [str(i) for i in range(10)]
+
+    replacement = labkit.connect(backend="dask", workers=1)
+    assert cluster.closed and labkit.current() is replacement
+    wait_for(lambda: not any(psutil.pid_exists(pid) for pid in started), 30, "old workers to exit")
+    replacement.close()
+
+
+def test_local_ray_is_loopback_only_scales_and_leaks_nothing(monkeypatch):
+    monkeypatch.setenv("LABKIT_BACKEND", "ray")
+    before = _descendants()
+    cluster = labkit.connect(workers=1)
+    assert (cluster.backend, cluster.local) == ("ray", True)
+    assert cluster.address.startswith("127.0.0.1:")
+    assert cluster.dashboard_url.startswith("http://127.0.0.1:")
+    assert cluster.resources()["cpus"] == 1
+    first_processes = _descendants() - before
+    assert _listening_addresses(first_processes) <= {"127.0.0.1", "::ffff:127.0.0.1"}
+
+    with pytest.warns(UserWarning, match="restarts it"):
+        cluster.scale(2)
+    assert cluster.resources()["cpus"] == 2
+    assert cluster.map(lambda x: x + 1, range(50), progress=False) == list(range(1, 51))
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in first_processes), 30, "old Ray")
+
+    second_processes = _descendants() - before
+    cluster.close()
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in second_processes), 30, "Ray to stop")
+
+
+def test_map_shows_progress_and_can_be_interrupted(capsys):
+    cluster = labkit.connect(backend="dask", workers=2)
+    assert cluster.map(abs, range(-5, 5), desc="absolute") == [abs(i) for i in range(-5, 5)]
+    assert "absolute: 100%" in capsys.readouterr().err
+
+    interrupter = threading.Timer(1.0, _thread.interrupt_main)
+    interrupter.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        cluster.map(time.sleep, [0.5] * 40, progress=False, chunksize=1)
+    assert time.monotonic() - started < 9  # 40 x 0.5 s on 2 workers would take 10 s
+    # the cancelled work is gone: a new map runs at once on free workers
+    assert cluster.map(abs, [-1, -2], progress=False) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"workers": 0}, "workers"), ({"workers": 1.5}, "workers"), ({"timeout": "soon"}, "timeout")],
+)
+def test_bad_parameters_are_named(kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        labkit.connect(backend="dask", **kwargs)
+
+
+def test_current_without_connection_says_to_connect_first():
+    with pytest.raises(labkit.LabkitError, match=r"labkit.connect\(\)"):
+        labkit.current()

@@ -1,0 +1,73 @@
+import time
+
+import pytest
+
+import labkit
+from labkit.clusters.ray_auth import find_token
+from labkit.errors import AuthError, ConnectError
+
+
+def test_token_lookup_order(monkeypatch, tmp_path, no_ray_token):
+    assert find_token() is None
+    home_token = tmp_path / ".ray" / "auth_token"
+    home_token.parent.mkdir()
+    home_token.write_text("from-home\n")
+    assert find_token().value == "from-home"
+    path_token = tmp_path / "other"
+    path_token.write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path_token))
+    assert find_token().value == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert find_token().value == "from-env"
+    given = tmp_path / "given"
+    given.write_text("given")
+    assert find_token(given).value == "given"
+
+
+def test_unreadable_or_empty_token_file_names_it(tmp_path):
+    with pytest.raises(AuthError, match="cannot read the Ray token file .*missing"):
+        find_token(tmp_path / "missing")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(AuthError, match="empty"):
+        find_token(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("kind", ["gcs", "client"])
+def test_missing_token_fails_fast_and_says_so(ray_head, no_ray_token, kind):
+    address = ray_head.gcs_address if kind == "gcs" else ray_head.client_address
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="requires token authentication and no token was found"):
+        labkit.connect(address, backend="ray", timeout=5)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("kind", ["gcs", "client"])
+def test_refused_token_fails_fast_and_names_its_source(ray_head, tmp_path, kind):
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("not-the-token")
+    address = ray_head.gcs_address if kind == "gcs" else ray_head.client_address
+    started = time.monotonic()
+    with pytest.raises(AuthError, match=f"refused the authentication token from {wrong}"):
+        labkit.connect(address, token_file=wrong, timeout=5)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("address", "backend"),
+    [
+        ("127.0.0.1:{port}", "ray"),
+        ("ray://127.0.0.1:{port}", None),
+        ("tcp://127.0.0.1:{port}", None),
+    ],
+)
+def test_unreachable_address_fails_within_timeout_naming_address_and_backend(address, backend):
+    from tests.conftest import free_port
+
+    address = address.format(port=free_port())
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        labkit.connect(address, backend=backend, timeout=3)
+    assert time.monotonic() - started < 3
+    assert address in str(info.value)
+    assert info.value.backend in ("ray", "dask")
+    assert info.value.backend in str(info.value).lower()

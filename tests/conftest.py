@@ -1,0 +1,256 @@
+"""Real clusters for the test session: `ray start --head`, `dask scheduler` + `dask worker`.
+
+Each runs as its own process group on free loopback ports and is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while choosing, so none repeats).
+
+    They come from the kernel's ephemeral range, which lies above Ray's worker ports.
+    """
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def wait_for_service(proc: subprocess.Popen, log: Path, condition: Callable[[], object], what: str):
+    """Poll ``condition`` while ``proc`` lives; its log tail explains a failed start."""
+
+    def ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        return condition()
+
+    try:
+        return wait_for(ready, 120, what)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{log.read_text()[-3000:]}") from None
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
+    """Poll ``condition`` until it returns something truthy, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = condition()
+        except RuntimeError:
+            raise
+        except Exception as exc:  # not up yet
+            result, last = None, exc
+        else:
+            last = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready within {timeout} s (last error: {last})")
+        time.sleep(interval)
+
+
+def start_process(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # its own process group, so stopping it stops its children
+    )
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop ``proc`` by PID, then anything left in its process group.
+
+    Only the leader gets SIGTERM: `ray start --block` then shuts its own processes down
+    in about 2 s, whereas signalling all of them at once makes it wait out a 30 s drain.
+    """
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    if _group_alive(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        wait_for(lambda: not _group_alive(proc.pid), timeout, f"process group {proc.pid}")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class RayHead:
+    gcs_address: str
+    client_address: str
+    token_file: Path
+    proc: subprocess.Popen
+
+
+@dataclass
+class DaskScheduler:
+    address: str
+    scheduler: subprocess.Popen
+    worker: subprocess.Popen
+
+
+@pytest.fixture(scope="session")
+def ray_token_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
+    """A token-protected Ray head on loopback, as `ray start --head` runs one."""
+    from labkit.clusters.ray_auth import RayToken, check_access
+
+    work = tmp_path_factory.mktemp("ray-head")
+    gcs, client, *others = free_ports(9)
+    env = dict(os.environ)
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(ray_token_file),
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    ports = {
+        "--port": gcs,
+        "--ray-client-server-port": client,
+    }
+    flags = ["--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port"]
+    flags += ["--metrics-export-port", "--runtime-env-agent-port", "--node-manager-port"]
+    flags += ["--object-manager-port"]
+    ports.update(zip(flags, others, strict=True))
+    args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
+    args += ["--dashboard-host", "127.0.0.1", "--temp-dir", str(work / "t"), "--num-cpus", "2"]
+    args += ["--disable-usage-stats"]
+    for flag, port in ports.items():
+        args += [flag, str(port)]
+    log = work / "ray-start.log"
+    proc = start_process(args, log, env)
+    token = RayToken(ray_token_file.read_text().strip(), str(ray_token_file), ray_token_file)
+    head = RayHead(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", ray_token_file, proc)
+    try:
+        for address, is_client in ((head.gcs_address, False), (head.client_address, True)):
+            wait_for_service(
+                proc,
+                log,
+                lambda a=address, c=is_client: check_access(a, c, token, 2) or True,
+                f"Ray head at {address}",
+            )
+        yield head
+    finally:
+        stop_process(proc)
+        shutil.rmtree(work / "t", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory) -> Iterator[DaskScheduler]:
+    """`dask scheduler` and one `dask worker` (2 threads), all on loopback."""
+    work = tmp_path_factory.mktemp("dask")
+    port, dashboard = free_ports(2)
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler_log = work / "scheduler.log"
+    scheduler = start_process(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            f"127.0.0.1:{dashboard}",
+        ],
+        scheduler_log,
+    )
+    worker = None
+    try:
+        wait_for_service(
+            scheduler,
+            scheduler_log,
+            lambda: socket.create_connection(("127.0.0.1", port), 1).close() or True,
+            "dask scheduler",
+        )
+        worker = start_process(
+            [
+                str(BIN / "dask"),
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "2",
+                "--nworkers",
+                "1",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--memory-limit",
+                "2GiB",
+            ],
+            work / "worker.log",
+        )
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield DaskScheduler(address, scheduler, worker)
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        stop_process(scheduler)
+
+
+@pytest.fixture
+def no_ray_token(monkeypatch, tmp_path):
+    """A process with no Ray token anywhere: no env vars, an empty home."""
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.fixture(autouse=True)
+def _detach_after_test():
+    """Every test starts and ends with no active cluster."""
+    import labkit
+
+    labkit.disconnect()
+    yield
+    labkit.disconnect()
