@@ -52,5 +52,14 @@ class MapItemError(LabkitError):
         self.worker_traceback = worker_traceback
 
 
+class ClusterTaskError(LabkitError):
+    """The cluster lost a piece of ``Cluster.map`` work (a worker died, or could not run it)."""
+
+    def __init__(self, message: str, first_item: int, last_item: int):
+        super().__init__(message)
+        self.first_item = first_item
+        self.last_item = last_item
+
+
 class ParameterError(LabkitError):
     """A value given by the user has the wrong name, type or range."""

@@ -7,10 +7,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-from labkit.clusters.mapping import ItemFailure, plan_chunks
-from labkit.errors import MapItemError, NotConnectedError, UnsupportedOperation
+from labkit.clusters.mapping import ChunkLost, ItemFailure, plan_chunks
+from labkit.errors import (
+    ClusterTaskError,
+    MapItemError,
+    NotConnectedError,
+    UnsupportedOperation,
+)
 
-ChunkResult = list[Any] | ItemFailure
+ChunkResult = list[Any] | ItemFailure | ChunkLost
 
 
 class Cluster(ABC):
@@ -44,6 +49,9 @@ class Cluster(ABC):
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]
     ) -> Iterator[tuple[int, ChunkResult]]:
         """Run each chunk with ``mapping.run_chunk``; yield (chunk index, result) as they finish.
+
+        A chunk the backend could not run or return (its worker died after the backend's own
+        retries) comes back as ``ChunkLost``.
 
         Must cancel outstanding work when the generator is closed early.
         """
@@ -95,6 +103,13 @@ class Cluster(ABC):
                         position = span.start + outcome.offset
                         raise MapItemError(
                             position, items[position], outcome.error, outcome.traceback
+                        ) from outcome.error
+                    if isinstance(outcome, ChunkLost):
+                        raise ClusterTaskError(
+                            f"the {self.backend} cluster could not run items {span.start}-"
+                            f"{span.stop - 1}: {type(outcome.error).__name__}: {outcome.error}",
+                            span.start,
+                            span.stop - 1,
                         ) from outcome.error
                     results[span.start : span.stop] = outcome
                     bar.update(len(span))

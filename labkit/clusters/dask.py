@@ -11,7 +11,7 @@ from typing import Any
 
 from labkit.clusters.address import Target, split_host_port
 from labkit.clusters.base import ChunkResult, Cluster
-from labkit.clusters.mapping import run_chunk
+from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.errors import ConnectError
 
 LOOPBACK = "127.0.0.1"
@@ -111,7 +111,11 @@ class DaskCluster(Cluster):
         position = {future.key: index for index, future in enumerate(futures)}
         try:
             for future in as_completed(futures):
-                yield position[future.key], future.result()
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # run_chunk catches fn's own errors; this is the cluster's
+                    outcome = ChunkLost(exc)
+                yield position[future.key], outcome
         finally:
             self.client.cancel([future for future in futures if not future.done()])
 

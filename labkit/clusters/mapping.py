@@ -35,6 +35,13 @@ class ItemFailure:
     traceback: str
 
 
+@dataclass
+class ChunkLost:
+    """The backend could not return a chunk at all: a worker died, or the task failed to run."""
+
+    error: BaseException
+
+
 def run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any] | ItemFailure:
     """Run ``fn`` on each item in order (on a worker); stop at the first failure."""
     results = []

@@ -11,7 +11,7 @@ from typing import Any
 
 from labkit.clusters.address import Target
 from labkit.clusters.base import ChunkResult, Cluster
-from labkit.clusters.mapping import run_chunk
+from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.clusters.ray_auth import check_access, find_token, use_token
 from labkit.errors import ConnectError
 
@@ -137,7 +137,11 @@ class RayCluster(Cluster):
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for ref in ready:
-                    yield position[ref], ray.get(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        outcome = ChunkLost(exc)
+                    yield position[ref], outcome
         finally:
             for ref in pending:
                 ray.cancel(ref)

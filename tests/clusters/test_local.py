@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 import labkit
-from labkit.errors import ParameterError
+from labkit.errors import ClusterTaskError, ParameterError
 from tests.conftest import wait_for
 
 
@@ -100,3 +100,32 @@ def test_bad_parameters_are_named(kwargs, message):
 def test_current_without_connection_says_to_connect_first():
     with pytest.raises(labkit.LabkitError, match=r"labkit.connect\(\)"):
         labkit.current()
+
+
+def _die_once(marker_and_item):
+    """Kill the worker process the first time item 3 runs; succeed on the retry."""
+    import os
+    from pathlib import Path
+
+    marker, item = marker_and_item
+    if item == 3 and not Path(marker).exists():
+        Path(marker).touch()
+        os._exit(1)
+    return item
+
+
+def _always_die(item):
+    import os
+
+    os._exit(1)
+
+
+def test_killed_worker_loses_no_item_and_a_dead_task_is_named(tmp_path):
+    cluster = labkit.connect(backend="dask", workers=2)
+    marker = str(tmp_path / "died")
+    items = [(marker, i) for i in range(8)]
+    assert cluster.map(_die_once, items, progress=False, chunksize=1) == list(range(8))
+    assert (tmp_path / "died").exists()
+    with pytest.raises(ClusterTaskError, match=r"dask cluster could not run items 0-0") as info:
+        cluster.map(_always_die, [0], progress=False)
+    assert (info.value.first_item, info.value.last_item) == (0, 0)
