@@ -164,17 +164,48 @@ class Cluster(ABC):
 
     def _repr_html_(self) -> str:
         info = self.summary()
-        rows = []
-        for key, value in info.items():
-            if key == "dashboard" and value:
-                shown = f'<a href="{html.escape(value)}" target="_blank">{html.escape(value)}</a>'
-            elif key == "memory_bytes":
-                key, shown = "memory", format_bytes(value)
-            else:
-                shown = html.escape(str(value if value is not None else "—"))
-            rows.append(f"<tr><th style='text-align:left'>{key}</th><td>{shown}</td></tr>")
-        title = f"labkit {self.backend} cluster"
-        return f"<div class='labkit-cluster'><b>{title}</b><table>{''.join(rows)}</table></div>"
+        heading = f"labkit · {info['backend']} cluster ({info['kind']}) · {info['status']}"
+        rows = [("address", html.escape(info["address"]))]
+        if info["dashboard"]:
+            link = html.escape(info["dashboard"])
+            rows.append(("dashboard", f'<a href="{link}" target="_blank">{link}</a>'))
+        if not self.closed:
+            rows += [(key, str(info[key])) for key in ("workers", "cpus", "gpus")]
+            rows.append(("memory", format_bytes(info["memory_bytes"])))
+        cells = "".join(
+            f"<tr><th style='text-align:left;padding-right:1em'>{key}</th>"
+            f"<td style='text-align:left'>{value}</td></tr>"
+            for key, value in rows
+        )
+        return (
+            f"<div class='labkit-cluster'><strong>{html.escape(heading)}</strong>"
+            f"<table>{cells}</table>{self._workers_html() if not self.closed else ''}</div>"
+        )
+
+    def _workers_html(self, limit: int = 16) -> str:
+        workers = self.workers()
+        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in WORKER_COLUMNS)
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td style='text-align:left'>{html.escape(str(value))}</td>"
+                for value in (
+                    w["id"],
+                    w["host"],
+                    w["cpus"],
+                    w["gpus"],
+                    format_bytes(w["memory_bytes"]),
+                )
+            )
+            + "</tr>"
+            for w in workers[:limit]
+        )
+        more = f"<p>… and {len(workers) - limit} more</p>" if len(workers) > limit else ""
+        table = f"<table><tr>{head}</tr>{body}</table>"
+        return f"<details><summary>workers</summary>{table}{more}</details>"
+
+
+WORKER_COLUMNS = ("id", "host", "cpus", "gpus", "memory")
 
 
 def format_bytes(n: float) -> str:
