@@ -2,9 +2,18 @@
 
 from labkit.clusters import Cluster, connect, current, disconnect
 from labkit.errors import LabkitError
+from labkit.runs.records import record
 
 __version__ = "0.1.0"
-__all__ = ["Cluster", "LabkitError", "connect", "current", "disconnect", "load_ipython_extension"]
+__all__ = [
+    "Cluster",
+    "LabkitError",
+    "connect",
+    "current",
+    "disconnect",
+    "load_ipython_extension",
+    "record",
+]
 
 
 def load_ipython_extension(ipython) -> None:

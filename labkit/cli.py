@@ -61,5 +61,159 @@ def demo(backend: str | None, n_spectra: int, out: str) -> None:
     run_demo(backend=backend, n_spectra=n_spectra, out=out)
 
 
+@main.command("mock")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--format",
+    "layout",
+    type=click.Choice(["desi", "sdss"]),
+    default="desi",
+    show_default=True,
+    help="DESI coadds (500 spectra each) or one SDSS spec-lite file per spectrum.",
+)
+@click.option(
+    "--anomaly-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_one_line_errors
+def mock_command(out_dir: str, n: int, layout: str, anomaly_fraction: float, seed: int) -> None:
+    """Write a mock survey with ground truth (label, is_anomaly) in a TRUTH HDU."""
+    from labkit.spectra import mock_survey, write
+
+    spectra = mock_survey(n, anomaly_fraction, seed, instrument=layout, progress=True)
+    files = write(spectra, out_dir, format=layout, overwrite=True)
+    anomalies = int(spectra.meta["is_anomaly"].sum())
+    click.echo(f"wrote {n} spectra ({anomalies} anomalies) in {len(files)} {layout} file(s) to {out_dir}")
+
+
+@main.command("freeze")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--name", help="Bundle folder name (default: the notebook's stem and a time stamp).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder that receives the bundle (default: $LABKIT_RUNS_DIR or here).",
+)
+@_one_line_errors
+def freeze_command(notebook: str, name: str | None, out: str | None) -> None:
+    """Freeze NOTEBOOK into a papermill bundle.
+
+    The bundle records the parameters, data file hashes, git state and exact packages;
+    prints its path.
+    """
+    from labkit.runs import freeze
+
+    click.echo(freeze(notebook, name=name, out=out))
+
+
+@main.command("run")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "-p",
+    "--parameter",
+    "pairs",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A parameter value, checked against the bundle's manifest (repeatable).",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run folder (default: BUNDLE/runs/STAMP)."
+)
+@_one_line_errors
+def run_command(bundle: str, pairs: tuple[tuple[str, str], ...], out: str | None) -> None:
+    """Execute BUNDLE once with papermill.
+
+    Parameters are checked against the manifest first; prints the run folder and records.
+    """
+    from labkit.errors import RunFailedError
+    from labkit.runs import load_bundle, run
+    from labkit.runs.parameters import parse_values
+
+    loaded = load_bundle(bundle)
+    result = run(loaded, parse_values(loaded.parameters, pairs), out=out)
+    click.echo(result.path)
+    for name, value in result.records.items():
+        click.echo(f"  {name} = {value!r}")
+    if not result.ok:
+        raise RunFailedError(f"the run failed: {result.error} (see {result.notebook})")
+
+
+@main.command("batch")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option(
+    "--grid",
+    "grid",
+    multiple=True,
+    metavar="NAME=V1,V2",
+    help="Values of one parameter; runs cover every combination (repeatable).",
+)
+@click.option(
+    "--on",
+    default=None,
+    metavar="local|ray|dask|ADDRESS",
+    help="Cluster to run on: a local one of a backend, an address or a registered name.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Resubmissions of a run lost with its worker.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Batch folder (default: BUNDLE/batches/STAMP)."
+)
+@_one_line_errors
+def batch_command(
+    bundle: str, grid: tuple[str, ...], on: str | None, retries: int, out: str | None
+) -> None:
+    """Run BUNDLE over a parameter grid on a cluster.
+
+    One papermill run per grid point, in parallel; writes results.json and one executed
+    notebook per run. Exits 1 when any run failed.
+    """
+    from labkit.errors import RunFailedError
+    from labkit.runs import batch, load_bundle
+    from labkit.runs.parameters import parse_grid
+
+    loaded = load_bundle(bundle)
+    result = batch(loaded, parse_grid(loaded.parameters, grid), on=on, retries=retries, out=out)
+    click.echo(result.path)
+    summary = ", ".join(f"{v} {k}" for k, v in result.summary.items() if k != "duration_s" and v)
+    click.echo(f"  {summary} in {result.summary['duration_s']:.1f} s")
+    for failed in result.failed:
+        click.echo(f"  run {failed['index']} {failed['parameters']}: {failed['error']}", err=True)
+    if result.failed:
+        raise RunFailedError(
+            f"{len(result.failed)} of {len(result.runs)} runs did not succeed; see "
+            f"{result.path / 'results.json'}"
+        )
+
+
+@main.command("verify")
+@click.argument("path", metavar="RUN_OR_BATCH_DIR", type=click.Path(file_okay=False))
+@click.option("--rtol", type=float, default=1e-6, show_default=True, help="Relative tolerance.")
+@click.option("--atol", type=float, default=1e-12, show_default=True, help="Absolute tolerance.")
+@_one_line_errors
+def verify_command(path: str, rtol: float, atol: float) -> None:
+    """Re-execute a run or batch and report changes.
+
+    Reports recorded values and data file hashes that changed; exits 1 if any did.
+    """
+    from labkit.errors import RunFailedError
+    from labkit.runs import verify
+
+    report = verify(path, rtol=rtol, atol=atol)
+    for line in report.lines():
+        click.echo(f"  {line}")
+    if not report.ok:
+        raise RunFailedError(f"{len(report.changes)} change(s) since the run: {report.lines()[0]}")
+    click.echo(
+        f"reproduced: {report.runs_checked} run(s), {report.files_checked} data file(s) unchanged"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

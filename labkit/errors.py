@@ -63,3 +63,115 @@ class ClusterTaskError(LabkitError):
 
 class ParameterError(LabkitError):
     """A value given by the user has the wrong name, type or range."""
+
+
+class TrainingDataError(LabkitError):
+    """Spectra cannot be used for training: empty, not on one rest-frame grid, NaN/inf values."""
+
+
+class CheckpointError(LabkitError):
+    """A model checkpoint is missing, unreadable, or made for another grid or architecture."""
+
+
+class TrainingError(LabkitError):
+    """Training failed on a cluster worker; the worker's message is part of this one."""
+
+
+class BundleError(LabkitError):
+    """A notebook, bundle, run or batch directory is missing or not what it claims to be."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class BundleParameterError(ParameterError):
+    """A run was given a parameter the bundle does not take, or a value of the wrong type."""
+
+    def __init__(self, message: str, *, name: str, value: Any = None):
+        super().__init__(message)
+        self.name = name
+        self.value = value
+
+
+class ClusterNotFoundError(LabkitError):
+    """The Jupyter server knows no cluster with this id (REST: 404)."""
+
+    def __init__(self, cluster_id: str):
+        super().__init__(f"no cluster with id {cluster_id!r}")
+        self.cluster_id = cluster_id
+
+
+class SpectraError(LabkitError):
+    """Spectra are malformed, or a step cannot use them (e.g. mismatched shapes or grids)."""
+
+
+class SpectraFileError(SpectraError):
+    """A spectra file is missing, corrupt, truncated, of unknown layout, or holds NaN/inf data."""
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class MissingRedshiftError(SpectraError):
+    """A step that needs redshifts met spectra without one; ``targetids`` names them."""
+
+    def __init__(self, message: str, *, targetids: list[int]):
+        super().__init__(message)
+        self.targetids = targetids
+
+
+class SpectraWarning(UserWarning):
+    """Something in spectra the user should know about, that does not stop the step."""
+
+
+class RunFailedError(LabkitError):
+    """A run, batch or verification finished but did not come out as it should."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class VectorIndexError(LabkitError):
+    """A spectrum index (Milvus collection) refused an operation; names the URI and collection."""
+
+    def __init__(self, message: str, *, uri: str | None = None, collection: str | None = None):
+        super().__init__(message)
+        self.uri = uri
+        self.collection = collection
+
+
+class IndexUnreachableError(ConnectError, VectorIndexError):
+    """Nothing answers at the index URI within the timeout, or the index file is locked."""
+
+    def __init__(self, message: str, *, uri: str, collection: str | None = None):
+        ConnectError.__init__(self, message, address=uri, backend="milvus")
+        self.uri = uri
+        self.collection = collection
+
+
+class DimensionError(VectorIndexError):
+    """Vectors whose length is not the collection's dimension; ``expected`` and ``got``."""
+
+    def __init__(self, message: str, *, expected: int, got: int, **where: str | None):
+        super().__init__(message, **where)
+        self.expected = expected
+        self.got = got
+
+
+class FilterError(VectorIndexError):
+    """A filter expression the index cannot parse or apply; ``expression`` is the filter."""
+
+    def __init__(self, message: str, *, expression: str, **where: str | None):
+        super().__init__(message, **where)
+        self.expression = expression
+
+
+class UnknownIdError(VectorIndexError):
+    """Ids the index does not hold; ``ids`` lists them."""
+
+    def __init__(self, message: str, *, ids: list[int], **where: str | None):
+        super().__init__(message, **where)
+        self.ids = ids

@@ -19,6 +19,13 @@ usage: %labkit SUBCOMMAND [options]
   status                 backend, address, dashboard link, workers, cpus, gpus, memory
   scale N                resize the local cluster
   disconnect             close the active cluster
+  freeze [--name NAME] [--out DIR] [--notebook PATH]
+                         freeze this notebook (as saved) into a papermill bundle
+  runs [DIR]             table of frozen bundles, runs and batches
+  train [SPECTRA] [--latent N] [--epochs N] [--backend auto|in-process|ray|dask]
+                         training launcher: train a spectral VAE and watch its loss
+  search [INDEX] [--spectra NAME] [--model NAME] [--k N] [--collection NAME]
+                         similarity/anomaly explorer over a SpectrumIndex variable or URI
 """
 
 
@@ -42,6 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     scale = commands.add_parser("scale", add_help=False)
     scale.add_argument("n", type=int)
     commands.add_parser("disconnect", add_help=False)
+    freeze = commands.add_parser("freeze", add_help=False)
+    freeze.add_argument("--name")
+    freeze.add_argument("--out")
+    freeze.add_argument("--notebook")
+    runs = commands.add_parser("runs", add_help=False)
+    runs.add_argument("root", nargs="?", default=None)
+    train = commands.add_parser("train", add_help=False)
+    train.add_argument("data", nargs="?", default=None)
+    train.add_argument("--latent", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--backend", choices=["auto", "in-process", "ray", "dask"])
+    search = commands.add_parser("search", add_help=False)
+    search.add_argument("index", nargs="?", default=None)
+    search.add_argument("--spectra")
+    search.add_argument("--model")
+    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--collection", default="spectra")
     return parser
 
 
@@ -86,11 +110,59 @@ def _disconnect(args: argparse.Namespace) -> None:
     print("labkit: disconnected")
 
 
+def _freeze(args: argparse.Namespace) -> None:
+    from IPython import get_ipython
+
+    from labkit.runs import current_notebook_path, freeze
+
+    shell = get_ipython()
+    notebook = args.notebook or current_notebook_path(shell.user_ns if shell else None)
+    path = freeze(notebook, name=args.name, out=args.out)
+    print(f"labkit: froze {notebook} (as last saved) into {path}")
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from labkit.runs import list_runs
+
+    display(list_runs(args.root))
+
+
+def _train(args: argparse.Namespace):
+    from IPython import get_ipython
+
+    from labkit.widgets.train_panel import TrainPanel
+
+    shell = get_ipython()
+    panel = TrainPanel(namespace=shell.user_ns if shell else None, data=args.data)
+    panel.set_values(latent=args.latent, epochs=args.epochs, backend=args.backend)
+    return panel
+
+
+def _search(args: argparse.Namespace):
+    from IPython import get_ipython
+
+    from labkit.widgets.search_panel import SearchPanel
+
+    shell = get_ipython()
+    return SearchPanel.from_namespace(
+        shell.user_ns if shell else {},
+        index=args.index,
+        spectra=args.spectra,
+        model=args.model,
+        k=args.k,
+        collection=args.collection,
+    )
+
+
 _HANDLERS = {
     "connect": _connect,
     "status": _status,
     "scale": _scale,
     "disconnect": _disconnect,
+    "freeze": _freeze,
+    "runs": _runs,
+    "train": _train,
+    "search": _search,
 }
 
 

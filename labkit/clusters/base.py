@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
+from labkit.clusters.announce import announce, withdraw
 from labkit.clusters.mapping import ChunkLost, ItemFailure, plan_chunks
 from labkit.errors import (
     ClusterTaskError,
@@ -128,12 +129,14 @@ class Cluster(ABC):
                 "clusters labkit started can be scaled; scale it where it was started"
             )
         self._scale(n)
+        announce(self)  # the address of a restarted Ray cluster changes
 
     def close(self) -> None:
         """Detach; a local cluster is shut down with all its processes. Safe to call twice."""
         if self.closed:
             return
         self.closed = True
+        withdraw(self)
         self._close()
 
     def __enter__(self) -> Cluster:

@@ -6,6 +6,7 @@ import atexit
 import os
 
 from labkit.clusters.address import Target, parse_address
+from labkit.clusters.announce import announce
 from labkit.clusters.backends import backend_class
 from labkit.clusters.base import Cluster
 from labkit.clusters.registry import find_cluster
@@ -61,6 +62,7 @@ def connect(
         release_previous=disconnect,
     )
     _active = cluster
+    announce(cluster)  # a local cluster shows in the JupyterLab sidebar
     return cluster
 
 

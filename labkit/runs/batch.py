@@ -1,0 +1,224 @@
+"""``labkit batch``: a bundle over the cartesian product of a parameter grid, on a cluster.
+
+One papermill run is one cluster task. A run whose notebook fails is recorded with its error
+and the rest go on. A run the cluster loses (its worker died after the backend's own task
+retries) is submitted again, up to ``retries`` more times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labkit.clusters import Cluster
+from labkit.clusters.mapping import ChunkLost, ItemFailure
+from labkit.errors import ParameterError
+from labkit.runs.bundle import BATCH_RESULTS, Bundle, load_bundle, now_iso, stamp, write_json
+from labkit.runs.execute import execute_task, make_task, result_entry
+from labkit.runs.parameters import check_grid
+
+RUNS_FOLDER = "runs"
+_SAVE_EVERY_S = 1.0
+
+
+@dataclass
+class BatchResult:
+    """A finished batch: its folder, one entry per run (as in results.json), and totals."""
+
+    path: Path
+    runs: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(run["status"] == "ok" for run in self.runs)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [run for run in self.runs if run["status"] != "ok"]
+
+
+def expand_grid(grid: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product, in grid order: the last name varies fastest."""
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def batch(
+    bundle: str | os.PathLike | Bundle,
+    grid: Mapping[str, Iterable[Any]],
+    *,
+    on: str | Cluster | None = None,
+    retries: int = 2,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> BatchResult:
+    """Run ``bundle`` for every combination in ``grid`` on a cluster; write results.json.
+
+    ``on``: a Cluster, ``"local"``/``"ray"``/``"dask"`` (a local cluster of that backend),
+    an address or registered name, or None (the active cluster, else a local one). A
+    cluster this call connects replaces the active one (as ``labkit.connect`` does) and is
+    closed at the end. Output: ``out`` (default
+    ``BUNDLE/batches/STAMP``) with ``results.json`` and ``runs/NNN-....ipynb``.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ParameterError(f"retries must be a whole number >= 0, got {retries!r}")
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    grid = check_grid(bundle.parameters, grid)
+    out_dir = Path(out) if out is not None else bundle.path / "batches" / stamp()
+    cluster, owned = attach(on)
+    try:
+        (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
+        return _Batch(bundle, grid, cluster, retries, out_dir, progress).run()
+    finally:
+        if owned:
+            import labkit
+
+            labkit.disconnect()
+
+
+def attach(on: str | Cluster | None) -> tuple[Cluster, bool]:
+    """The cluster to run on, and whether this call connected it (and so must close it)."""
+    import labkit
+    from labkit.clusters import active_or_none
+
+    if isinstance(on, Cluster):
+        return on, False
+    active = active_or_none()
+    if on is None:
+        if active is not None:
+            return active, False
+        return labkit.connect(), True
+    if on in ("local", "ray", "dask"):
+        backend = None if on == "local" else on
+        if active is not None and active.local and backend in (None, active.backend):
+            return active, False
+        return labkit.connect(backend=backend), True
+    if active is not None and active.address == on:
+        return active, False
+    return labkit.connect(on), True
+
+
+def _slug(index: int, parameters: Mapping[str, Any]) -> str:
+    text = "-".join(f"{name}={value}" for name, value in parameters.items())
+    text = re.sub(r"[^\w.=+-]+", "_", text)[:80]
+    return f"{index:03d}-{text}" if text else f"{index:03d}"
+
+
+class _Batch:
+    """The state of one batch while it runs: entries, attempts, and the results file."""
+
+    def __init__(self, bundle, grid, cluster: Cluster, retries: int, out_dir: Path, progress):
+        self.bundle, self.grid, self.cluster, self.retries = bundle, grid, cluster, retries
+        combos = expand_grid(grid)
+        self.out_dir, self.progress = out_dir, progress
+        self.tasks = [make_task(bundle, params, index) for index, params in enumerate(combos)]
+        for task in self.tasks:
+            task["source"] = str(bundle.notebook_path)
+        self.entries = [
+            {"index": i, **result_entry({"status": "pending"}, params, None), "attempts": 0}
+            for i, params in enumerate(combos)
+        ]
+        self.created = now_iso()
+        self.start = time.perf_counter()
+        self.saved_at = 0.0
+
+    def run(self) -> BatchResult:
+        from tqdm.auto import tqdm
+
+        todo = list(range(len(self.tasks)))
+        desc = f"batch {self.bundle.name} on {self.cluster.backend}"
+        with tqdm(total=len(todo), desc=desc, unit="run", disable=not self.progress) as bar:
+            try:
+                for round_ in range(self.retries + 1):
+                    lost = self._round(todo, bar)
+                    if not lost:
+                        break
+                    todo = lost
+                    if round_ < self.retries:
+                        bar.write(f"labkit: {len(lost)} run(s) lost with their worker; retrying")
+                    else:
+                        bar.update(len(lost))
+            except BaseException:  # Ctrl-C or a cluster that went away: keep what finished
+                for entry in self.entries:
+                    if entry["status"] in ("pending", "lost"):
+                        entry["status"] = "cancelled"
+                self._save("interrupted")
+                raise
+        return BatchResult(self.out_dir, self.entries, self._save("done"))
+
+    def _round(self, todo: list[int], bar) -> list[int]:
+        """Submit ``todo``; record each outcome as it arrives; return the runs lost."""
+        lost = []
+        for index in todo:
+            self.entries[index]["attempts"] += 1
+        stream = self.cluster._run_chunks(execute_task, [[self.tasks[i]] for i in todo])
+        try:
+            for position, outcome in stream:
+                index = todo[position]
+                if isinstance(outcome, ChunkLost):
+                    self.entries[index].update(
+                        status="lost", error=f"{type(outcome.error).__name__}: {outcome.error}"
+                    )
+                    lost.append(index)
+                    continue
+                if isinstance(outcome, ItemFailure):  # the task itself broke (e.g. no papermill)
+                    outcome = {
+                        "status": "failed",
+                        "error": f"{type(outcome.error).__name__}: {outcome.error}",
+                    }
+                else:
+                    outcome = outcome[0]
+                self._finish(index, outcome)
+                bar.update(1)
+                failed = sum(entry["status"] == "failed" for entry in self.entries)
+                if failed:
+                    bar.set_postfix(failed=failed)
+                if time.perf_counter() - self.saved_at > _SAVE_EVERY_S:
+                    self._save("running")
+        finally:
+            stream.close()
+        return lost
+
+    def _finish(self, index: int, outcome: Mapping[str, Any]) -> None:
+        entry = self.entries[index]
+        notebook = None
+        if outcome.get("notebook") is not None:
+            notebook = f"{RUNS_FOLDER}/{_slug(index, entry['parameters'])}.ipynb"
+            (self.out_dir / notebook).write_text(outcome["notebook"])
+        entry.update(result_entry(outcome, entry["parameters"], notebook))
+
+    def _save(self, status: str) -> dict[str, Any]:
+        counts = {
+            state: sum(entry["status"] == state for entry in self.entries)
+            for state in ("ok", "failed", "lost", "pending", "cancelled")
+        }
+        summary = {
+            "total": len(self.entries),
+            **{state: count for state, count in counts.items() if count or state != "cancelled"},
+            "duration_s": round(time.perf_counter() - self.start, 3),
+        }
+        cluster = {"backend": self.cluster.backend, "address": self.cluster.address}
+        write_json(
+            self.out_dir / BATCH_RESULTS,
+            {
+                "kind": "batch",
+                "bundle": str(self.bundle.path),
+                "name": self.bundle.name,
+                "created": self.created,
+                "status": status,
+                "cluster": cluster,
+                "grid": self.grid,
+                "retries": self.retries,
+                "summary": summary,
+                "runs": self.entries,
+            },
+        )
+        self.saved_at = time.perf_counter()
+        return summary

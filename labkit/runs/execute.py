@@ -1,0 +1,180 @@
+"""``labkit run``: execute a bundle once with papermill, and the task every batch run uses.
+
+``execute_task`` runs on whichever process executes it (this one, or a cluster worker): the
+notebook travels inside the task and comes back inside the result, so a worker needs to see
+only the source folder the notebook reads its data from.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import BundleError
+from labkit.runs.bundle import (
+    NOTEBOOK,
+    RUN_RESULT,
+    Bundle,
+    load_bundle,
+    now_iso,
+    stamp,
+    write_json,
+)
+from labkit.runs.parameters import check_values
+from labkit.runs.records import records_in
+
+
+@dataclass
+class RunResult:
+    """One execution: where its notebook and result entry are, and what it recorded."""
+
+    path: Path
+    status: str  # "ok" | "failed"
+    error: str | None
+    duration_s: float
+    parameters: dict[str, Any]
+    records: dict[str, Any]
+
+    @property
+    def notebook(self) -> Path:
+        return self.path / NOTEBOOK
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def make_task(bundle: Bundle, parameters: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+    """Everything a worker needs for one run, as plain picklable data."""
+    return {
+        "index": index,
+        "notebook": bundle.notebook_path.read_text(),
+        "parameters": dict(parameters),
+        "working_dir": str(bundle.working_dir),
+        "kernel": bundle.kernel,
+    }
+
+
+def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
+    """Run one parameter set with papermill; never raises for the notebook's own failures.
+
+    Returns status, error, duration, worker host and pid, the records, and the executed
+    notebook as JSON text (None if the kernel never ran).
+    """
+    import nbformat
+    from papermill import execute_notebook
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.perf_counter()
+    host = socket.gethostname()
+    outcome: dict[str, Any] = {
+        "index": task["index"],
+        "status": "failed",
+        "error": None,
+        "worker_host": host,
+        "worker_pid": os.getpid(),
+        "records": {},
+        "notebook": None,
+    }
+    working_dir = task["working_dir"]
+    if not os.path.isdir(working_dir):
+        outcome["error"] = (
+            f"worker {host} cannot see the source folder {working_dir}, where this notebook "
+            "runs; run the batch on a cluster whose workers share that filesystem"
+        )
+        outcome["duration_s"] = time.perf_counter() - start
+        return outcome
+    notebook = nbformat.reads(task["notebook"], as_version=4)
+    executed = None
+    with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch:
+        output = os.path.join(scratch, NOTEBOOK)
+        try:
+            # The kernel starts in working_dir through nbclient's resources, not papermill's
+            # cwd= (which calls os.chdir and would race between threads of one worker).
+            executed = execute_notebook(
+                notebook,
+                output,
+                parameters=task["parameters"],
+                kernel_name=task.get("kernel"),
+                progress_bar=progress,
+                request_save_on_cell_execute=False,
+                resources={"metadata": {"path": working_dir}},
+            )
+            outcome["status"] = "ok"
+        except PapermillExecutionError as exc:
+            outcome["error"] = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+        except Exception as exc:  # kernel missing or dead, timeouts: still one run's failure
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+        if executed is None and os.path.isfile(output):
+            executed = nbformat.read(output, as_version=4)
+    if executed is not None:
+        executed.metadata.setdefault("papermill", {})["input_path"] = task.get("source")
+        outcome["records"] = records_in(executed)
+        outcome["notebook"] = nbformat.writes(executed)
+    outcome["duration_s"] = time.perf_counter() - start
+    return outcome
+
+
+def run(
+    bundle: str | os.PathLike | Bundle,
+    parameters: Mapping[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+) -> RunResult:
+    """Execute ``bundle`` once in this process with typed ``parameters``.
+
+    Names and types are checked against the manifest before anything runs. Writes the
+    executed ``notebook.ipynb`` and ``result.json`` to ``out`` (default
+    ``BUNDLE/runs/STAMP``). A failing notebook gives ``status == "failed"``, not an exception.
+    """
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    values = check_values(bundle.parameters, parameters or {})
+    require_working_dir(bundle)
+    out_dir = Path(out) if out is not None else bundle.path / "runs" / stamp()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    created = now_iso()
+    task = make_task(bundle, values)
+    task["source"] = str(bundle.notebook_path)
+    outcome = execute_task(task, progress=progress)
+    entry = result_entry(outcome, values, notebook=NOTEBOOK)
+    if outcome["notebook"] is not None:
+        (out_dir / NOTEBOOK).write_text(outcome["notebook"])
+    write_json(
+        out_dir / RUN_RESULT,
+        {"kind": "run", "bundle": str(bundle.path), "name": bundle.name, "created": created}
+        | entry,
+    )
+    return RunResult(
+        out_dir, entry["status"], entry["error"], entry["duration_s"], values, entry["records"]
+    )
+
+
+def result_entry(
+    outcome: Mapping[str, Any], parameters: Mapping[str, Any], notebook: str | None
+) -> dict[str, Any]:
+    """The per-run entry of ``result.json`` / ``results.json`` (DESIGN §8)."""
+    return {
+        "parameters": dict(parameters),
+        "status": outcome["status"],
+        "error": outcome.get("error"),
+        "duration_s": round(float(outcome.get("duration_s", 0.0)), 3),
+        "worker_host": outcome.get("worker_host"),
+        "records": outcome.get("records", {}),
+        "notebook": notebook if outcome.get("notebook") is not None else None,
+    }
+
+
+def require_working_dir(bundle: Bundle) -> None:
+    if not bundle.working_dir.is_dir():
+        raise BundleError(
+            f"the source folder {bundle.working_dir} of bundle {bundle.name} is gone; the "
+            "notebook runs there so its relative data paths resolve",
+            path=str(bundle.working_dir),
+        )

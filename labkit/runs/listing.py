@@ -1,0 +1,143 @@
+"""Frozen bundles, runs and batches under a folder: the data behind ``%labkit runs`` and
+``GET /labkit/api/runs``.
+
+Each entry is plain JSON: kind (``bundle`` | ``run`` | ``batch``), name, path, created,
+status, and per kind the parameters, the run counts or the bundle it came from.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from labkit.runs.bundle import BATCH_RESULTS, MANIFEST, NOTEBOOK, RUN_RESULT
+
+RUNS_DIR_ENV = "LABKIT_RUNS_DIR"
+_SKIP = {"node_modules", "__pycache__", ".git", ".ipynb_checkpoints"}
+
+
+def runs_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``$LABKIT_RUNS_DIR``, else the current folder."""
+    return Path(root or os.environ.get(RUNS_DIR_ENV) or ".").expanduser().resolve()
+
+
+def list_runs(root: str | os.PathLike | None = None, *, depth: int = 4) -> RunsTable:
+    """Every bundle, run and batch at most ``depth`` folders below ``root``, newest first."""
+    base = runs_root(root)
+    entries: list[dict[str, Any]] = []
+    for folder, subfolders, files in os.walk(base):
+        here = Path(folder)
+        level = len(here.relative_to(base).parts)
+        subfolders[:] = sorted(
+            name for name in subfolders if name not in _SKIP and not name.startswith(".")
+        )
+        entry = _describe(here, set(files))
+        if entry is not None:
+            entries.append(entry)
+            if entry["kind"] != "bundle":
+                subfolders[:] = []  # a run or batch folder holds only its notebooks
+        if level >= depth:
+            subfolders[:] = []
+    # Newest first; at equal times a run or batch goes before the bundle it came from.
+    entries.sort(key=lambda e: (e.get("created") or "", len(Path(e["path"]).parts)), reverse=True)
+    return RunsTable(entries)
+
+
+def _describe(folder: Path, files: set[str]) -> dict[str, Any] | None:
+    if MANIFEST in files and NOTEBOOK in files:
+        manifest = _read(folder / MANIFEST)
+        if manifest is None or "working_dir" not in manifest:
+            return None
+        return {
+            "kind": "bundle",
+            "name": manifest.get("name", folder.name),
+            "path": str(folder),
+            "created": manifest.get("created"),
+            "status": "frozen",
+            "source": manifest.get("source", {}).get("path"),
+            "parameters": {p["name"]: p.get("default") for p in manifest.get("parameters", [])},
+            "data_files": len(manifest.get("data_files", [])),
+        }
+    for name, kind in ((BATCH_RESULTS, "batch"), (RUN_RESULT, "run")):
+        if name in files:
+            result = _read(folder / name)
+            if result is None or result.get("kind") != kind:
+                return None
+            entry = {
+                "kind": kind,
+                "name": f"{result.get('name', '?')}/{folder.name}",
+                "path": str(folder),
+                "created": result.get("created"),
+                "status": result.get("status"),
+                "bundle": result.get("bundle"),
+            }
+            if kind == "batch":
+                entry["runs"] = result.get("summary", {})
+                entry["cluster"] = result.get("cluster")
+            else:
+                entry["parameters"] = result.get("parameters", {})
+                entry["duration_s"] = result.get("duration_s")
+            return entry
+    return None
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _details(entry: dict[str, Any]) -> str:
+    if entry["kind"] == "batch":
+        runs = entry.get("runs", {})
+        counts = ", ".join(f"{k} {v}" for k, v in runs.items() if k != "duration_s" and v)
+        return f"{counts}; on {(entry.get('cluster') or {}).get('backend', '?')}"
+    parameters = entry.get("parameters") or {}
+    return ", ".join(f"{name}={value}" for name, value in parameters.items()) or "no parameters"
+
+
+class RunsTable(list):
+    """A list of entries that shows itself as a table in a notebook or a terminal."""
+
+    columns = ("kind", "name", "status", "created", "details", "path")
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [
+            (
+                entry["kind"],
+                str(entry["name"]),
+                str(entry.get("status")),
+                str(entry.get("created") or ""),
+                _details(entry),
+                entry["path"],
+            )
+            for entry in self
+        ]
+
+    def __str__(self) -> str:
+        if not self:
+            return "no frozen bundles, runs or batches here"
+        rows = [self.columns, *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self.columns))]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        )
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<p>no frozen bundles, runs or batches here</p>"
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in self._rows()
+        )
+        return f"<table class='labkit-runs'><tr>{head}</tr>{body}</table>"
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        printer.text(str(self))

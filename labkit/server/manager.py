@@ -1,0 +1,448 @@
+"""The clusters a Jupyter server knows: the ones it started, the ones registered by address,
+and the local ones its kernels started themselves.
+
+Managed clusters are real processes (``ray start --head``, ``dask scheduler`` + ``dask
+worker``), tracked by PID and stopped on DELETE and when the server shuts down; nothing of
+them lives inside the server process. Live figures come from asking each cluster (``probes``).
+Every change rewrites the registry file, so ``labkit.connect(NAME)`` in a kernel of this
+server resolves the names shown in the sidebar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Float, Integer, Unicode
+from traitlets.config import LoggingConfigurable
+
+from labkit.clusters.address import parse_address, split_host_port
+from labkit.clusters.announce import announced
+from labkit.clusters.registry import ClusterEntry, read_registry, registry_path, write_registry
+from labkit.errors import (
+    ClusterNotFoundError,
+    LabkitError,
+    ParameterError,
+    RegistryError,
+    UnsupportedOperation,
+)
+from labkit.server.launchers import LAUNCHERS, DaskLauncher, Launcher
+from labkit.server.probes import Health, probe
+from labkit.server.processes import pid_alive
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "::"}
+
+
+@dataclass
+class ClusterRecord:
+    """The server's own facts about one cluster; live figures come from ``probe``."""
+
+    id: str
+    name: str
+    backend: str
+    address: str
+    origin: str  # "managed" (started here), "registered" (by address) or "kernel"
+    launcher: Launcher | None = None
+    token_file: str | None = None
+    phase: str = "running"  # managed: starting, running, scaling, stopping
+    busy: bool = False  # a start, scale or stop is under way
+    requested: int | None = None
+    since: float = field(default_factory=time.monotonic)
+    kernel_pid: int | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.origin == "managed"
+
+
+class ClusterManager(LoggingConfigurable):
+    """Starts, registers, scales, stops and describes clusters for the REST handlers."""
+
+    bind_host = Unicode(
+        "127.0.0.1",
+        config=True,
+        help="Interface managed clusters listen on. Loopback keeps them private to this "
+        "machine; their dashboards are reachable through the Jupyter server's proxy anyway.",
+    )
+    default_workers = Integer(2, config=True, help="Workers of a local cluster when not given.")
+    max_workers = Integer(64, config=True, help="Upper bound on workers a request may ask for.")
+    startup_timeout = Float(
+        120.0,
+        config=True,
+        help="Seconds a managed cluster may take to answer before it is an error.",
+    )
+    probe_timeout = Float(
+        3.0, config=True, help="Seconds to wait for a cluster's answer when reporting status."
+    )
+    dask_threads_per_worker = Integer(1, config=True, help="Threads of each managed Dask worker.")
+    registry_file = Unicode(
+        "",
+        config=True,
+        help="The registry kernels read for `labkit.connect(NAME)`; empty: "
+        "labkit-clusters.json in Jupyter's runtime directory.",
+    )
+    work_root = Unicode(
+        "", config=True, help="Where managed clusters keep logs and scratch; empty: the temp dir."
+    )
+    proxy_dashboards = Bool(
+        True,
+        config=True,
+        help="Report dashboards of clusters on this machine as paths proxied by the Jupyter "
+        "server (jupyter-server-proxy), so they work where only Jupyter's port is reachable.",
+    )
+    list_kernel_clusters = Bool(
+        True, config=True, help="Also list the local clusters that kernels started themselves."
+    )
+    base_url = Unicode("/", help="The Jupyter server's base URL, for proxied dashboard links.")
+    proxy_available = Bool(False, help="Whether jupyter-server-proxy is enabled in this server.")
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._clusters: dict[str, ClusterRecord] = {}
+        self._owned: set[str] = set()
+        # Processes are spawned from this one long-lived thread: Linux delivers the
+        # parent-death signal when the spawning *thread* ends, so it must outlive them.
+        self._process_thread = ThreadPoolExecutor(1, thread_name_prefix="labkit-processes")
+        self._closed = False
+
+    # -- public API used by the handlers ----------------------------------------------
+    async def list_clusters(self) -> list[dict[str, Any]]:
+        records = list(self._clusters.values())
+        if self.list_kernel_clusters:
+            records += await asyncio.to_thread(self._kernel_records)
+        return list(await asyncio.gather(*(self._describe(record) for record in records)))
+
+    async def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+        return await self._describe(await self._find(cluster_id))
+
+    async def start_cluster(
+        self, backend: str, workers: int | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        """Start a managed local cluster; returns at once with status ``starting``."""
+        self._check_open()
+        if backend not in LAUNCHERS:
+            raise ParameterError(
+                f"unknown backend {backend!r}: choose one of {', '.join(sorted(LAUNCHERS))}"
+            )
+        workers = self._check_workers(self.default_workers if workers is None else workers)
+        name = self._check_name(name) if name is not None else self._new_name(backend)
+        root = self.work_root or None
+        workdir = Path(tempfile.mkdtemp(prefix=f"labkit-{backend}-", dir=root))
+        launcher = LAUNCHERS[backend](workdir, self.bind_host)
+        if isinstance(launcher, DaskLauncher):
+            launcher.threads_per_worker = self.dask_threads_per_worker
+        record = ClusterRecord(
+            name, name, backend, "", "managed", launcher, phase="starting", busy=True
+        )
+        record.requested = workers
+        self._clusters[record.id] = record
+        self._owned.add(record.id)
+        try:
+            await self._in_process_thread(launcher.start, workers)
+        except BaseException:
+            del self._clusters[record.id]
+            await self._in_process_thread(launcher.stop)
+            raise
+        record.address, record.token_file = launcher.address, launcher.token_file
+        record.busy, record.since = False, time.monotonic()
+        self.log.info("labkit: started %s cluster %s at %s", backend, name, record.address)
+        self._write_registry()
+        return await self._describe(record)
+
+    async def register_cluster(
+        self,
+        address: str,
+        name: str | None = None,
+        backend: str | None = None,
+        token_file: str | None = None,
+    ) -> dict[str, Any]:
+        """Remember a remote cluster by address; an unreachable one shows its error."""
+        self._check_open()
+        if not isinstance(address, str) or not address.strip():
+            raise ParameterError("a remote cluster needs an 'address', e.g. tcp://HOST:8786")
+        if backend is not None and backend not in LAUNCHERS:
+            raise ParameterError(
+                f"unknown backend {backend!r}: choose one of {', '.join(sorted(LAUNCHERS))}"
+            )
+        target = parse_address(address.strip(), backend)
+        if target.kind in ("local", "name"):
+            raise ParameterError(
+                f"{address!r} is not a cluster address: use ray://HOST:PORT (Ray Client), "
+                "HOST:PORT (Ray GCS), or tcp://HOST:PORT (Dask scheduler)"
+            )
+        for record in self._clusters.values():
+            if record.address == target.address:
+                raise ParameterError(f"{target.address} is already listed as {record.name!r}")
+        if token_file is not None:
+            if not isinstance(token_file, str) or not Path(token_file).expanduser().is_file():
+                raise ParameterError(f"token file {token_file!r} does not exist")
+            token_file = str(Path(token_file).expanduser().resolve())
+        name = self._check_name(name) if name else self._new_name(target.backend)
+        record = ClusterRecord(name, name, target.backend, target.address, "registered")
+        record.token_file = token_file
+        self._clusters[record.id] = record
+        self._owned.add(record.id)
+        self._write_registry()
+        return await self._describe(record)
+
+    async def scale_cluster(self, cluster_id: str, workers: int) -> dict[str, Any]:
+        """Resize a managed cluster: Dask adds or stops workers, Ray restarts its head."""
+        record = await self._find(cluster_id)
+        if not record.managed:
+            where = f"kernel (pid {record.kernel_pid})" if record.origin == "kernel" else "remote"
+            raise UnsupportedOperation(
+                f"cannot scale {record.name!r}: it is a {where} cluster at {record.address}; "
+                "only clusters this server started can be scaled"
+            )
+        workers = self._check_workers(workers)
+        if record.busy:
+            raise UnsupportedOperation(f"cluster {record.name!r} is {record.phase}; try again")
+        assert record.launcher is not None
+        record.busy, record.phase, record.requested = True, "scaling", workers
+        try:
+            await self._in_process_thread(record.launcher.scale, workers)
+        finally:
+            record.busy, record.since = False, time.monotonic()
+        record.address = record.launcher.address
+        self._write_registry()
+        return await self._describe(record)
+
+    async def remove_cluster(self, cluster_id: str) -> None:
+        """Stop a managed cluster (by PID) or forget a registered one."""
+        record = await self._find(cluster_id)
+        if record.origin == "kernel":
+            raise UnsupportedOperation(
+                f"{record.name!r} was started by the kernel with pid {record.kernel_pid}; "
+                "stop it there with %labkit disconnect"
+            )
+        if record.managed and record.busy and record.phase == "stopping":
+            return
+        if record.managed:
+            assert record.launcher is not None
+            record.busy, record.phase = True, "stopping"
+            await self._in_process_thread(record.launcher.stop)
+            self.log.info("labkit: stopped %s cluster %s", record.backend, record.name)
+        self._clusters.pop(record.id, None)
+        self._write_registry()
+
+    async def shutdown(self) -> None:
+        """Stop every managed cluster; called when the Jupyter server shuts down."""
+        if self._closed:
+            return
+        self._closed = True
+        managed = [record for record in self._clusters.values() if record.managed]
+        for record in managed:
+            record.busy, record.phase = True, "stopping"
+            assert record.launcher is not None
+            try:
+                await self._in_process_thread(record.launcher.stop)
+            except Exception:  # keep stopping the others
+                self.log.exception("labkit: could not stop cluster %s", record.name)
+        self._clusters.clear()
+        try:
+            self._write_registry()
+        except LabkitError as exc:
+            self.log.warning("labkit: %s", exc)
+        self._process_thread.shutdown(wait=True)
+
+    def managed_pids(self) -> list[int]:
+        return [
+            pid
+            for record in self._clusters.values()
+            if record.launcher is not None
+            for pid in record.launcher.pids()
+        ]
+
+    # -- description ------------------------------------------------------------------
+    async def _describe(self, record: ClusterRecord) -> dict[str, Any]:
+        status, error, health = await self._status(record)
+        dashboard = None
+        if record.launcher is not None and record.launcher.dashboard_port:
+            dashboard = f"{record.launcher.host}:{record.launcher.dashboard_port}"
+        elif health is not None:
+            dashboard = health.dashboard
+        return {
+            "id": record.id,
+            "name": record.name,
+            "backend": record.backend,
+            "address": record.address,
+            "status": status,
+            "workers": health.workers if health else None,
+            "cpus": health.cpus if health else None,
+            "gpus": health.gpus if health else None,
+            "memory_bytes": health.memory_bytes if health else None,
+            "dashboard_url": self._dashboard_url(dashboard, record.backend),
+            "managed": record.managed,
+            "origin": record.origin,
+            "requested_workers": record.requested,
+            "error": error,
+            "connect": (
+                f"%labkit connect {record.name}"
+                if record.origin != "kernel"
+                else f"%labkit connect {record.address} --backend {record.backend}"
+            ),
+        }
+
+    async def _status(self, record: ClusterRecord) -> tuple[str, str | None, Health | None]:
+        if record.busy and record.phase == "stopping":
+            return "stopping", None, None
+        if record.busy:
+            return record.phase, None, None
+        if record.managed:
+            assert record.launcher is not None
+            failure = record.launcher.failure()
+            if failure:
+                return "error", failure, None
+        health = await probe(record.backend, record.address, self.probe_timeout, record.token_file)
+        if not record.managed:
+            if health.reachable:
+                return "running", None, health
+            return "unreachable", health.error, health
+        waited = time.monotonic() - record.since
+        settling = record.phase in ("starting", "scaling")
+        if health.reachable:
+            if settling and not _ready(record, health) and waited < self.startup_timeout:
+                return record.phase, None, health
+            record.phase = "running"
+            return "running", None, health
+        if settling and waited < self.startup_timeout:
+            return record.phase, None, health
+        return "error", health.error, health
+
+    def _dashboard_url(self, hostport: str | None, backend: str) -> str | None:
+        if not hostport:
+            return None
+        try:
+            host, port = split_host_port(hostport)
+        except ValueError:
+            return None
+        page = "status" if backend == "dask" else ""
+        if self.proxy_dashboards and self.proxy_available and host in LOCAL_HOSTS:
+            base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
+            return f"{base}proxy/{port}/{page}"
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/{page}"
+
+    # -- bookkeeping ------------------------------------------------------------------
+    async def _find(self, cluster_id: str) -> ClusterRecord:
+        record = self._clusters.get(cluster_id)
+        if record is not None:
+            return record
+        if self.list_kernel_clusters and cluster_id.startswith("kernel-"):
+            for candidate in await asyncio.to_thread(self._kernel_records):
+                if candidate.id == cluster_id:
+                    return candidate
+        raise ClusterNotFoundError(cluster_id)
+
+    def _kernel_records(self) -> list[ClusterRecord]:
+        known = {record.address for record in self._clusters.values()}
+        records = []
+        for entry in announced():
+            if entry.get("address") in known or entry.get("backend") not in LAUNCHERS:
+                continue
+            pid = int(entry["pid"])
+            record = ClusterRecord(
+                f"kernel-{entry['key']}",
+                f"kernel-{pid}-{entry['backend']}",
+                entry["backend"],
+                str(entry["address"]),
+                "kernel",
+            )
+            record.kernel_pid = pid
+            records.append(record)
+        return records
+
+    async def _in_process_thread(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._process_thread, fn, *args)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UnsupportedOperation("the Jupyter server is shutting down")
+
+    def _check_workers(self, workers: object) -> int:
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise ParameterError(f"'workers' must be a whole number, got {workers!r}")
+        if not 1 <= workers <= self.max_workers:
+            raise ParameterError(
+                f"'workers' must be between 1 and {self.max_workers}, got {workers}"
+            )
+        return workers
+
+    def _taken_names(self) -> set[str]:
+        names = {record.name for record in self._clusters.values()}
+        return names | {entry.name for entry in self._others_in_registry()}
+
+    def _check_name(self, name: object) -> str:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name) or name == "local":
+            raise ParameterError(
+                f"cluster name {name!r} is not allowed: start with a letter, then letters, "
+                "digits, '.', '_' or '-' (at most 64), and not 'local'"
+            )
+        if name in self._taken_names():
+            raise ParameterError(f"a cluster named {name!r} already exists")
+        return name
+
+    def _new_name(self, backend: str) -> str:
+        taken = self._taken_names() | self._owned
+        number = 1
+        while f"{backend}-{number}" in taken:
+            number += 1
+        return f"{backend}-{number}"
+
+    def _registry_path(self) -> Path:
+        return Path(self.registry_file) if self.registry_file else registry_path()
+
+    def _others_in_registry(self) -> list[ClusterEntry]:
+        """Entries other servers wrote: kept, unless they name processes that are gone."""
+        try:
+            entries = read_registry(self._registry_path())
+        except RegistryError as exc:
+            self.log.warning("labkit: ignoring the unreadable registry: %s", exc)
+            return []
+        return [
+            entry
+            for entry in entries
+            if entry.id not in self._owned
+            and (not entry.managed or any(pid_alive(pid) for pid in entry.pids))
+        ]
+
+    def _write_registry(self) -> None:
+        ours = [
+            ClusterEntry(
+                id=record.id,
+                name=record.name,
+                backend=record.backend,
+                address=record.address,
+                dashboard_url=self._dashboard_url(
+                    f"{record.launcher.host}:{record.launcher.dashboard_port}"
+                    if record.launcher and record.launcher.dashboard_port
+                    else None,
+                    record.backend,
+                ),
+                managed=record.managed,
+                pids=record.launcher.pids() if record.launcher else [],
+                token_file=record.token_file,
+                workers=record.requested,
+            )
+            for record in self._clusters.values()
+        ]
+        try:
+            write_registry(self._others_in_registry() + ours, self._registry_path())
+        except OSError as exc:
+            raise RegistryError(f"cannot write the cluster registry: {exc}") from exc
+
+
+def _ready(record: ClusterRecord, health: Health) -> bool:
+    """Whether a settling managed cluster has all it was asked for (Ray: CPU slots)."""
+    wanted = record.requested or 1
+    if record.backend == "ray":
+        return (health.cpus or 0) >= wanted
+    return (health.workers or 0) >= wanted

@@ -1,0 +1,201 @@
+"""``read`` and ``write``: survey files in, one ``Spectra`` out, and back.
+
+``read`` takes a file, a folder, a glob or a list of them; it detects each file's layout
+(DESI coadd or SDSS spec-lite), reads the files in parallel on the active cluster when there
+is one (workers must see the same paths), and stacks them in the order given.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from labkit.errors import ParameterError, SpectraError, SpectraFileError, SpectraWarning
+from labkit.spectra.container import Spectra, concatenate
+from labkit.spectra.desi import FILE_SPECTRA, looks_like_desi, read_desi, write_desi
+from labkit.spectra.redshifts import join_redshifts, load_redshifts
+from labkit.spectra.sdss import looks_like_sdss, read_sdss, write_sdss
+
+FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
+LAYOUTS: dict[str, tuple[Callable[[fits.HDUList], bool], Callable[[str, fits.HDUList], Spectra]]] = {
+    "desi": (looks_like_desi, read_desi),
+    "sdss": (looks_like_sdss, read_sdss),
+}
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass
+class FileFailure:
+    """A file that could not be read, carried back from a worker."""
+
+    path: str
+    message: str
+
+
+def read(
+    source: str | Path | list[str | Path],
+    redshifts: Any = None,
+    *,
+    on_error: str = "raise",
+    cluster: Any = None,
+    progress: bool = True,
+) -> Spectra:
+    """Read DESI and SDSS spectra files into one ``Spectra``, rows in file order.
+
+    ``redshifts``: a redrock/zbest file (or glob, or list), or a table with TARGETID and Z
+    (and SPECTYPE), joined by target id; it wins over redshifts inside the files.
+    ``on_error="skip"`` warns once, listing unreadable files, and returns the rest.
+    ``cluster``: None uses the active cluster if any, False reads in this process.
+    Raises ``SpectraFileError`` naming the file at fault.
+    """
+    if on_error not in ON_ERROR:
+        raise ParameterError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    paths = resolve_paths(source)
+    table = load_redshifts(redshifts) if redshifts is not None else None
+    cluster = _cluster(cluster)
+    if cluster is not None and len(paths) > 1:
+        outcomes = cluster.map(_read_guarded, paths, progress=progress, desc="read spectra")
+    else:
+        from tqdm.auto import tqdm
+
+        shown = progress and len(paths) > 1
+        outcomes = [_read_guarded(p) for p in tqdm(paths, desc="read spectra", disable=not shown)]
+    failures = [o for o in outcomes if isinstance(o, FileFailure)]
+    if failures and on_error == "raise":
+        raise SpectraFileError(failures[0].message, path=failures[0].path)
+    parts = [o for o in outcomes if isinstance(o, Spectra)]
+    if failures:
+        listed = "; ".join(f"{f.path} ({f.message})" for f in failures)
+        warnings.warn(f"skipped {len(failures)} unreadable file(s): {listed}", SpectraWarning, stacklevel=2)
+    if not parts:
+        raise SpectraError(f"none of the {len(paths)} file(s) could be read")
+    spectra = concatenate(parts)
+    return join_redshifts(spectra, table) if table is not None else spectra
+
+
+def _cluster(cluster: Any):
+    if cluster is False:
+        return None
+    if cluster is None:
+        from labkit.clusters import active_or_none
+
+        return active_or_none()
+    return cluster
+
+
+def resolve_paths(source: Any) -> list[str]:
+    """Files named by a path, folder, glob, or list of those, in the order given."""
+    if isinstance(source, (str, Path)):
+        items = [source]
+    elif isinstance(source, (list, tuple)):
+        items = list(source)
+    else:
+        raise ParameterError(
+            f"read() takes a path, folder, glob or list of them, got {type(source).__name__}"
+        )
+    if not items:
+        raise SpectraError("no files given to read")
+    paths: list[str] = []
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            raise ParameterError(f"not a path: {item!r}")
+        text = str(item)
+        if Path(text).is_dir():
+            found = sorted(str(p) for p in Path(text).iterdir() if p.name.endswith(FITS_SUFFIXES))
+            if not found:
+                raise SpectraError(f"no FITS files ({', '.join(FITS_SUFFIXES)}) in the folder {text}")
+            paths += found
+        elif globbing.has_magic(text):
+            found = sorted(globbing.glob(text))
+            if not found:
+                raise SpectraError(f"no file matches {text}")
+            paths += found
+        else:
+            paths.append(text)  # a missing file is reported (or skipped) when read
+    return paths
+
+
+def read_file(path: str) -> Spectra:
+    """One file, whatever its layout; ``SpectraFileError`` naming it when it cannot be read."""
+    if not Path(path).is_file():
+        raise SpectraFileError("no such file", path=path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False) as hdul:
+                hdul.readall()  # every header, so damage anywhere shows now
+                truncated = [w for w in caught if "truncated" in str(w.message)]
+                if truncated:
+                    raise SpectraFileError(f"truncated FITS file: {truncated[0].message}", path=path)
+                for looks_like, reader in LAYOUTS.values():
+                    if looks_like(hdul):
+                        return reader(path, hdul)
+                names = ", ".join(hdu.name or "(unnamed)" for hdu in hdul)
+    except SpectraError:
+        raise
+    except Exception as exc:
+        raise SpectraFileError(f"corrupt or unreadable FITS file: {exc}", path=path) from None
+    raise SpectraFileError(
+        f"unknown layout: neither a DESI coadd (FIBERMAP, B/R/Z_WAVELENGTH, _FLUX, _IVAR) nor an "
+        f"SDSS spec-lite file (COADD with flux, loglam, ivar); its HDUs are {names}",
+        path=path,
+    )
+
+
+def _read_guarded(path: str) -> Spectra | FileFailure:
+    try:
+        return read_file(path)
+    except SpectraFileError as exc:
+        return FileFailure(exc.path, str(exc).removeprefix(f"{exc.path}: "))
+
+
+FORMATS = ("desi", "sdss")
+
+
+def write(
+    spectra: Spectra, path: str | Path, format: str = "desi", *, overwrite: bool = False
+) -> list[Path]:
+    """Write ``spectra`` in an archive layout; returns the files written.
+
+    ``format="desi"``: ``path`` ending in .fits is one coadd file; otherwise a folder that
+    gets coadd files of up to 500 spectra each. ``format="sdss"``: ``path`` is a folder
+    that gets one spec-lite file per spectrum.
+    """
+    if not isinstance(spectra, Spectra):
+        raise ParameterError(f"write() needs a Spectra, got {type(spectra).__name__}")
+    if format not in FORMATS:
+        raise ParameterError(f"format must be one of {FORMATS}, got {format!r}")
+    if len(spectra) == 0:
+        raise SpectraError("there are no spectra to write")
+    path = Path(path)
+    try:
+        if format == "desi" and path.name.endswith(FITS_SUFFIXES):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _refuse_existing(path, overwrite)
+            write_desi(spectra, path, overwrite)
+            return [path]
+        path.mkdir(parents=True, exist_ok=True)
+        if format == "sdss":
+            return write_sdss(spectra, path, overwrite)
+        written = []
+        for k, start in enumerate(range(0, len(spectra), FILE_SPECTRA)):
+            target = path / f"coadd-labkit-{k:04d}.fits"
+            _refuse_existing(target, overwrite)
+            write_desi(spectra[start : start + FILE_SPECTRA], target, overwrite)
+            written.append(target)
+        return written
+    except OSError as exc:
+        if "already exists" in str(exc):
+            raise SpectraFileError("already exists; pass overwrite=True to replace it", path=str(path)) from None
+        raise SpectraFileError(f"cannot write: {exc}", path=str(path)) from None
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise SpectraFileError("already exists; pass overwrite=True to replace it", path=str(path))

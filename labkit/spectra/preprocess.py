@@ -1,0 +1,245 @@
+"""``preprocess``: observed spectra -> rest-frame, common log-λ grid, normalised.
+
+Per spectrum: move the grid's pixel edges to the observed frame (λ_obs = λ_rest (1+z)),
+resample flux and ivar flux-conservingly (``resample.py``), convert to rest-frame flux
+density (f_rest = f_obs (1+z)), then divide by a robust level (the median of the usable
+pixels), kept as ``meta['norm']``. Work goes in row chunks, in-process or on a cluster, a
+bounded number at a time, so memory stays flat however many spectra there are.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+
+from labkit.errors import MissingRedshiftError, ParameterError, SpectraError, SpectraWarning
+from labkit.spectra.container import Spectra
+from labkit.spectra.grids import SDSS_DLOG, as_angstrom, check_wave, log_grid, pixel_edges
+from labkit.spectra.resample import place, resample_windows
+
+WORK_BYTES = 96 * 2**20  # working memory one chunk may take on a worker
+BYTES_PER_PIXEL = 80  # float64 temporaries per (row, input + output pixel) in resample
+IN_FLIGHT_PER_SLOT = 4  # chunks sent per worker slot before waiting for results
+
+
+def rest_grid(start: Any, stop: Any, dlog: float = SDSS_DLOG) -> np.ndarray:
+    """A rest-frame log-λ grid (Å) from ``start`` to ``stop`` with ``dlog`` dex per pixel.
+
+    Pixels sit at 10**(k·dlog) for integer k, so grids for different ranges line up.
+    """
+    return log_grid(start, stop, dlog)
+
+
+@dataclass
+class Block:
+    """What a worker needs for one chunk of rows."""
+
+    wave: np.ndarray
+    flux: np.ndarray
+    ivar: np.ndarray
+    mask: np.ndarray
+    z: np.ndarray
+    grid: np.ndarray
+
+
+def process_block(block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rest-frame flux, ivar, mask and norm for one chunk (runs on a worker)."""
+    scale = 1.0 + np.where(np.isfinite(block.z), block.z, 0.0)
+    edges = pixel_edges(block.grid)
+    first, flux, ivar, ok = resample_windows(
+        block.wave, block.flux, block.ivar, block.mask, edges, scale
+    )
+    flux *= scale[:, None]  # f_λ in the rest frame
+    ivar /= scale[:, None] ** 2
+    norm = robust_level(flux, ~ok)
+    flux /= norm[:, None]
+    ivar *= norm[:, None] ** 2
+    shape = (len(scale), block.grid.size)
+    return (
+        place(first, flux, np.zeros(shape, dtype=np.float32)),
+        place(first, ivar, np.zeros(shape, dtype=np.float32)),
+        ~place(first, ok, np.zeros(shape, dtype=bool)),
+        norm,
+    )
+
+
+def robust_level(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row: median of unmasked flux; else median |flux|; else 1 (all masked or zero).
+
+    Masked pixels are set alternately to -inf and +inf, which leaves a row's median at the
+    median of its unmasked pixels, so one vectorised ``np.median`` serves all rows.
+    """
+    level = _masked_median(flux, mask)
+    weak = ~(level > 0)
+    if weak.any():
+        level[weak] = _masked_median(np.abs(flux[weak]), mask[weak])
+    level[~(np.isfinite(level) & (level > 0))] = 1.0
+    return level
+
+
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    odd = np.cumsum(mask, axis=1, dtype=np.uint8) & 1  # parity of the masked pixel's rank
+    work = np.where(mask, np.where(odd, -np.inf, np.inf), values)
+    middle = work.shape[1] // 2
+    work.partition(middle, axis=1)
+    level = work[:, middle]
+    level[mask.all(axis=1)] = np.nan
+    return level
+
+
+def _check_grid(grid: Any) -> np.ndarray:
+    try:
+        return check_wave(as_angstrom(grid, "grid"), "grid")
+    except SpectraError as exc:
+        raise ParameterError(str(exc)) from None
+
+
+def default_grid(spectra: Spectra) -> np.ndarray:
+    """The rest-frame range every spectrum could reach, at 1e-4 dex (or the data's own, if coarser)."""
+    z = np.ma.filled(np.ma.asarray(spectra.meta["z"], dtype=np.float64), np.nan)
+    z = z[np.isfinite(z)]
+    if z.size == 0:
+        z = np.zeros(1)
+    native = float(np.median(np.diff(np.log10(spectra.wave))))
+    return log_grid(spectra.wave[0] / (1 + z.max()), spectra.wave[-1] / (1 + z.min()), max(native, SDSS_DLOG))
+
+
+def _usable_redshifts(spectra: Spectra) -> np.ndarray:
+    """z per row; raises naming target ids for usable rows without a (sane) redshift."""
+    if spectra.frame != "observed":
+        raise SpectraError("these spectra are already in the rest frame (preprocessed)")
+    z = np.ma.filled(np.ma.asarray(spectra.meta["z"], dtype=np.float64), np.nan)
+    usable = (~spectra.mask & (spectra.ivar > 0)).any(axis=1)
+    missing = usable & ~np.isfinite(z)
+    ids = np.asarray(spectra.meta["targetid"])
+    if missing.any():
+        bad = ids[missing]
+        shown = ", ".join(map(str, bad[:10])) + (f" and {bad.size - 10} more" if bad.size > 10 else "")
+        raise MissingRedshiftError(
+            f"{bad.size} spectra have no redshift, so cannot be moved to the rest frame: "
+            f"targetid {shown}. Give redshifts with read(..., redshifts=FILE_OR_TABLE) or drop them",
+            targetids=[int(t) for t in bad],
+        )
+    impossible = usable & (z <= -1)
+    if impossible.any():
+        shown = ", ".join(map(str, ids[impossible][:10]))
+        raise SpectraError(f"redshift z <= -1 is impossible; targetid {shown}")
+    return z
+
+
+def _chunk_size(n_in: int, n_out: int) -> int:
+    return int(np.clip(WORK_BYTES // ((n_in + n_out) * BYTES_PER_PIXEL), 8, 4096))
+
+
+def _resolve_cluster(cluster: Any):
+    if cluster is False:
+        return None
+    if cluster is None:
+        from labkit.clusters import active_or_none
+
+        return active_or_none()
+    return cluster
+
+
+def preprocess_chunks(
+    chunks: Iterable[Spectra],
+    grid: Any,
+    cluster: Any = None,
+    *,
+    progress: bool = True,
+    total: int | None = None,
+) -> Iterator[Spectra]:
+    """Preprocess a stream of ``Spectra`` chunks, yielding each result in order.
+
+    For surveys larger than memory: feed chunks (e.g. files read one by one), consume the
+    results as they come. ``grid`` is required, as no chunk sees the whole survey.
+    ``total`` (number of spectra, if known) sizes the progress bar.
+    """
+    if grid is None:
+        raise ParameterError("preprocess_chunks needs a grid; make one with rest_grid(start, stop)")
+    grid = _check_grid(grid)
+    cluster = _resolve_cluster(cluster)
+    from tqdm.auto import tqdm
+
+    window = 1 if cluster is None else IN_FLIGHT_PER_SLOT * max(1, int(cluster.resources()["cpus"]))
+    with tqdm(total=total, desc="preprocess", unit="spectrum", disable=not progress) as bar:
+        pending: list[tuple[Spectra, Block]] = []
+        for chunk in chunks:
+            if not isinstance(chunk, Spectra):
+                raise ParameterError(f"preprocess needs Spectra, got {type(chunk).__name__}")
+            z = _usable_redshifts(chunk)
+            pending.append((chunk, Block(chunk.wave, chunk.flux, chunk.ivar, chunk.mask, z, grid)))
+            if len(pending) >= window:
+                yield from _run(pending, cluster, grid, bar)
+                pending = []
+        if pending:
+            yield from _run(pending, cluster, grid, bar)
+
+
+def _run(pending, cluster, grid, bar) -> Iterator[Spectra]:
+    blocks = [block for _, block in pending]
+    if cluster is None:
+        results = map(process_block, blocks)
+    else:
+        results = cluster.map(process_block, blocks, progress=False, chunksize=1)
+    for (chunk, _), (flux, ivar, mask, norm) in zip(pending, results, strict=True):
+        meta = chunk.meta.copy()
+        meta["norm"] = np.where(mask.all(axis=1), np.nan, norm)
+        meta.meta["frame"] = "rest"
+        bar.update(len(chunk))
+        yield Spectra._trusted(
+            grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"
+        )
+
+
+def preprocess(
+    spectra: Spectra,
+    grid: Any = None,
+    cluster: Any = None,
+    *,
+    chunk_size: int | None = None,
+    progress: bool = True,
+) -> Spectra:
+    """Rest-frame spectra on one log-λ grid, normalised, every input row kept in order.
+
+    ``grid``: rest-frame pixel centres (Å or a length Quantity); None covers every
+    spectrum's rest range at 1e-4 dex. ``cluster``: None uses the active cluster if any,
+    False runs here. Rows with no usable pixel stay, fully masked, and a ``SpectraWarning``
+    counts them. Raises ``MissingRedshiftError`` naming the target ids without a redshift.
+    """
+    if not isinstance(spectra, Spectra):
+        raise ParameterError(f"preprocess needs a Spectra, got {type(spectra).__name__}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ParameterError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+    _usable_redshifts(spectra)  # refuse before any work is sent anywhere
+    grid = default_grid(spectra) if grid is None else _check_grid(grid)
+    n = len(spectra)
+    size = chunk_size or _chunk_size(spectra.n_pixels, grid.size)
+    flux = np.zeros((n, grid.size), dtype=np.float32)
+    ivar = np.zeros((n, grid.size), dtype=np.float32)
+    mask = np.ones((n, grid.size), dtype=bool)
+    norm = np.full(n, np.nan)
+    chunks = (spectra[start : start + size] for start in range(0, n, size))
+    row = 0
+    for part in preprocess_chunks(chunks, grid, cluster, progress=progress, total=n):
+        rows = slice(row, row + len(part))
+        flux[rows], ivar[rows], mask[rows] = part.flux, part.ivar, part.mask
+        norm[rows] = part.meta["norm"]
+        row += len(part)
+    meta = spectra.meta.copy()
+    meta["norm"] = norm
+    meta.meta["frame"] = "rest"
+    empty = int(mask.all(axis=1).sum())
+    if empty:
+        warnings.warn(
+            f"{empty} of {n} spectra have no usable pixel on the rest-frame grid (all masked, "
+            "ivar 0, or outside its range); they stay in place, fully masked",
+            SpectraWarning,
+            stacklevel=2,
+        )
+    return Spectra._trusted(grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest")

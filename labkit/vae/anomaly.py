@@ -1,0 +1,80 @@
+"""Anomaly scores measured against the training population, not against known anomaly kinds.
+
+Two questions about a spectrum, each answered in units of the training spectra's own spread:
+does the model reconstruct it as well as it reconstructs typical spectra (log χ² per pixel),
+and does its latent vector lie where training spectra lie (Mahalanobis distance under a
+Gaussian fitted to the training latents)? Medians and MADs keep rare oddities in the training
+set from inflating the spread they are measured against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+MAD_TO_SIGMA = 1.4826
+
+
+def _robust(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    center = float(np.median(values))
+    scale = float(np.median(np.abs(values - center))) * MAD_TO_SIGMA
+    return center, scale if scale > 0 else 1.0
+
+
+class LatentPopulation(nn.Module):
+    """Statistics of the training spectra, kept as buffers so they travel with the model."""
+
+    # weight of the latent-density term next to the reconstruction term
+    LATENT_WEIGHT = 0.5
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("latent_mean", torch.zeros(latent_dim, dtype=torch.float64))
+        self.register_buffer("latent_whiten", torch.eye(latent_dim, dtype=torch.float64))
+        self.register_buffer("chi2_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
+        self.register_buffer("distance_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+    def fit(self, chi2_per_pixel: np.ndarray, latents: np.ndarray) -> None:
+        keep = np.isfinite(chi2_per_pixel) & (chi2_per_pixel > 0)
+        latents = latents[keep].astype(np.float64)
+        if latents.shape[0] < 2:
+            return
+        mean = latents.mean(axis=0)
+        cov = np.cov(latents, rowvar=False).reshape(len(mean), len(mean))
+        # a touch of shrinkage: posterior means of unused latent dimensions hug zero
+        cov += np.eye(len(mean)) * (1e-3 * np.trace(cov) / len(mean) + 1e-9)
+        whiten = np.linalg.inv(np.linalg.cholesky(cov))
+        self.latent_mean.copy_(torch.from_numpy(mean))
+        self.latent_whiten.copy_(torch.from_numpy(whiten))
+        self.chi2_stats.copy_(torch.tensor(_robust(np.log(chi2_per_pixel[keep]))))
+        self.distance_stats.copy_(torch.tensor(_robust(self._log_distance(latents))))
+        self.fitted.fill_(True)
+
+    def _log_distance(self, latents: np.ndarray) -> np.ndarray:
+        mean = self.latent_mean.cpu().numpy()
+        whiten = self.latent_whiten.cpu().numpy()
+        white = (latents.astype(np.float64) - mean) @ whiten.T
+        return np.log((white**2).sum(axis=1) + 1e-12)
+
+    def components(
+        self, chi2_per_pixel: np.ndarray, latents: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(reconstruction z-score, latent z-score), both robust and relative to training."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_chi2 = np.log(chi2_per_pixel)
+        c_center, c_scale = self.chi2_stats.tolist()
+        d_center, d_scale = self.distance_stats.tolist()
+        recon = (log_chi2 - c_center) / c_scale
+        latent = (self._log_distance(latents) - d_center) / d_scale
+        return recon, latent
+
+    def score(self, chi2_per_pixel: np.ndarray, latents: np.ndarray) -> np.ndarray:
+        if not bool(self.fitted):
+            return chi2_per_pixel.astype(np.float64)
+        recon, latent = self.components(chi2_per_pixel, latents)
+        return recon + self.LATENT_WEIGHT * np.maximum(latent, 0.0)

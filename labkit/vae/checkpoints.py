@@ -1,0 +1,142 @@
+"""One training run's directory: a checkpoint per epoch, the history, the final model.
+
+Layout (all written by the process that called ``train``, whatever backend trained)::
+
+    config.json        the TrainConfig and the grid, for people and for resume checks
+    epoch-0007.pt      training state after epoch 7 (model, optimizer, history, early stopping)
+    history.json       one record per epoch: epoch, loss, val_loss, seconds
+    model.pt           the final model (best epoch, with anomaly statistics): SpectrumVAE.load
+
+Only the latest epoch and the best one are kept; files are replaced atomically, so an
+interruption at any moment leaves a readable checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labkit.errors import CheckpointError
+from labkit.vae.model import SpectrumVAE, read_payload
+
+EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.json"
+CONFIG_FILE = "config.json"
+DEFAULT_ROOT = Path("vae-checkpoints")
+
+
+def new_run_dir(root: str | os.PathLike | None = None) -> Path:
+    """A fresh directory under ``root`` (default ``./vae-checkpoints``), named by time."""
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root.resolve() / f"run-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def latest_run_dir(root: str | os.PathLike | None = None) -> Path:
+    """The most recently written run under ``root`` that has an epoch checkpoint."""
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    runs = [p for p in root.glob("run-*") if CheckpointStore(p).epochs()]
+    if not runs:
+        raise CheckpointError(
+            f"resume=True but there is no checkpoint under {root.resolve()}; pass the "
+            "checkpoint_dir of the run to resume"
+        )
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+class CheckpointStore:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def epochs(self) -> list[int]:
+        if not self.path.is_dir():
+            return []
+        found = (EPOCH_FILE.match(p.name) for p in self.path.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def epoch_path(self, epoch: int) -> Path:
+        return self.path / f"epoch-{epoch:04d}.pt"
+
+    def start_fresh(self) -> None:
+        """Remove an earlier run's files, so its checkpoints cannot mix with this one's."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for epoch in self.epochs():
+            self.epoch_path(epoch).unlink(missing_ok=True)
+        for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE):
+            (self.path / name).unlink(missing_ok=True)
+
+    def write_config(self, config: dict[str, Any], wave: np.ndarray, backend: str) -> None:
+        info = {
+            "config": config,
+            "backend": backend,
+            "grid": {"pixels": int(wave.size), "first": float(wave[0]), "last": float(wave[-1])},
+        }
+        _write_text(self.path / CONFIG_FILE, json.dumps(info, indent=2) + "\n")
+
+    def write_epoch(self, epoch: int, state: bytes, best_epoch: int, history: list[dict]) -> Path:
+        path = self.epoch_path(epoch)
+        _write_bytes(path, state)
+        _write_text(self.path / HISTORY_FILE, json.dumps(history, indent=1) + "\n")
+        for old in self.epochs():
+            if old not in (epoch, best_epoch):
+                self.epoch_path(old).unlink(missing_ok=True)
+        return path
+
+    def history(self) -> list[dict]:
+        path = self.path / HISTORY_FILE
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def latest_state(self) -> dict[str, Any]:
+        """The training state of the newest epoch checkpoint."""
+        epochs = self.epochs()
+        if not epochs:
+            raise CheckpointError(f"resume=True but {self.path} holds no epoch checkpoint")
+        return self.read_state(epochs[-1])
+
+    def read_state(self, epoch: int) -> dict[str, Any]:
+        path = self.epoch_path(epoch)
+        state = read_payload(path)
+        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+            raise CheckpointError(f"{path} is not a labkit training checkpoint")
+        return state
+
+    def best_model(self, map_location: str = "cpu") -> SpectrumVAE:
+        """The model of the best epoch so far (the latest when none is marked best)."""
+        latest = self.latest_state()
+        best = latest.get("best_epoch") or latest["epoch"]
+        state = self.read_state(best) if best in self.epochs() else latest
+        return SpectrumVAE.from_payload(state["model"], str(self.epoch_path(best))).to(map_location)
+
+    def write_model(self, model: SpectrumVAE) -> Path:
+        return model.save(self.path / MODEL_FILE)
+
+    def load_model(self, map_location: str = "cpu") -> SpectrumVAE:
+        """The final model, or the best epoch's when the run did not finish."""
+        final = self.path / MODEL_FILE
+        if final.exists():
+            return SpectrumVAE.from_payload(read_payload(final, map_location), str(final)).to(
+                map_location
+            )
+        if self.epochs():
+            return self.best_model(map_location)
+        raise CheckpointError(f"{self.path} holds no model: neither {MODEL_FILE} nor epoch files")
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode())

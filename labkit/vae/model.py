@@ -1,0 +1,358 @@
+"""``SpectrumVAE``: a variational autoencoder over rest-frame spectra on one log-λ grid.
+
+The network works on standardised flux (per-pixel mean and spread of the training set, kept
+as buffers), with masked pixels set to the mean, so a mask never leaks into the input. The
+decoder returns flux in the input's units, which the ivar-weighted likelihood compares with
+the data. Grid and architecture travel with every saved model, so a model can only be used
+on, or resumed with, spectra on the grid it was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labkit.errors import CheckpointError
+from labkit.vae.anomaly import LatentPopulation
+from labkit.vae.data import TrainingArrays, training_arrays
+from labkit.vae.losses import chi2_per_spectrum
+
+FORMAT = "labkit.SpectrumVAE"
+FORMAT_VERSION = 1
+GRID_RTOL = 1e-6
+LOGVAR_RANGE = (-12.0, 8.0)
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """Standardised flux (N × P) → 2 × latent (posterior mean and log-variance)."""
+
+    def __init__(self, n_pixels: int, hidden: Sequence[int], latent_dim: int):
+        super().__init__()
+        self.body = _mlp([n_pixels, *hidden])
+        self.head = nn.Linear(hidden[-1], 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class ConvEncoder(nn.Module):
+    """1-D convolutions over (standardised flux, observed-pixel mask), then a dense head.
+
+    Strided convolutions see line shapes wherever they fall on the grid; the mask channel
+    tells a masked pixel from one that happens to equal the mean.
+    """
+
+    POOLED = 16  # positions kept after adaptive pooling, whatever the grid length
+
+    def __init__(
+        self,
+        n_pixels: int,
+        channels: Sequence[int],
+        kernel: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        n_in = 2
+        for n_out in channels:
+            layers += [
+                nn.Conv1d(n_in, n_out, kernel, stride=2, padding=kernel // 2),
+                nn.LeakyReLU(0.1),
+            ]
+            n_in = n_out
+        layers.append(nn.AdaptiveAvgPool1d(self.POOLED))
+        self.conv = nn.Sequential(*layers)
+        self.dense = _mlp([n_in * self.POOLED, *hidden])
+        self.head = nn.Linear(hidden[-1], 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        features = self.conv(torch.stack([x, observed], dim=1)).flatten(1)
+        return self.head(self.dense(features))
+
+
+class SpectrumVAE(nn.Module):
+    """Encoder, decoder and the training population's statistics for anomaly scores.
+
+    Build one from a grid and an architecture (``TrainConfig.architecture()``), or get one from
+    ``labkit.vae.train`` / ``SpectrumVAE.load``. ``encode``, ``reconstruct`` and
+    ``anomaly_score`` take a ``Spectra`` on the model's grid.
+    """
+
+    def __init__(
+        self,
+        wave: np.ndarray | Sequence[float],
+        latent_dim: int = 16,
+        hidden: Sequence[int] = (512, 256),
+        encoder: str = "mlp",
+        conv_channels: Sequence[int] = (16, 32, 32),
+        conv_kernel: int = 9,
+    ):
+        super().__init__()
+        wave = np.asarray(wave, dtype=np.float64)
+        n_pixels = wave.shape[0]
+        self.architecture = {
+            "latent_dim": int(latent_dim),
+            "hidden": [int(h) for h in hidden],
+            "encoder": encoder,
+            "conv_channels": [int(c) for c in conv_channels],
+            "conv_kernel": int(conv_kernel),
+        }
+        if encoder == "mlp":
+            self.encoder = MLPEncoder(n_pixels, hidden, latent_dim)
+        elif encoder == "conv":
+            self.encoder = ConvEncoder(n_pixels, conv_channels, conv_kernel, hidden, latent_dim)
+        else:
+            raise CheckpointError(f"unknown encoder kind {encoder!r} (mlp or conv)")
+        self.decoder = nn.Sequential(
+            _mlp([latent_dim, *reversed(list(hidden))]), nn.Linear(hidden[0], n_pixels)
+        )
+        self.register_buffer("wave", torch.as_tensor(wave, dtype=torch.float64))
+        self.register_buffer("flux_mean", torch.zeros(n_pixels))
+        self.register_buffer("flux_std", torch.ones(n_pixels))
+        self.population = LatentPopulation(latent_dim)
+
+    # -- the network ---------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.architecture["latent_dim"]
+
+    @property
+    def n_pixels(self) -> int:
+        return self.wave.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.flux_mean.device
+
+    def set_flux_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.flux_mean.copy_(torch.as_tensor(mean))
+        self.flux_std.copy_(torch.as_tensor(std))
+
+    def posterior(self, flux: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(mean, log-variance) of q(z | spectrum); masked pixels enter as the mean spectrum."""
+        observed = (weight > 0).to(flux.dtype)
+        x = (flux - self.flux_mean) / self.flux_std * observed
+        out = self.encoder(x, observed)
+        mu, logvar = out.chunk(2, dim=1)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
+
+    def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
+        return self.flux_mean + self.flux_std * self.decoder(z)
+
+    def forward(
+        self, flux: torch.Tensor, weight: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction, mu, logvar), sampling z with ``noise`` (standard normal) if given."""
+        mu, logvar = self.posterior(flux, weight)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * noise
+        return self.decode_tensor(z), mu, logvar
+
+    # -- working on spectra --------------------------------------------------------------
+    def _arrays(self, spectra: Any) -> TrainingArrays:
+        arrays = spectra if isinstance(spectra, TrainingArrays) else training_arrays(spectra)
+        self.check_grid(arrays.wave)
+        return arrays
+
+    def check_grid(self, wave: np.ndarray) -> None:
+        """Raise ``CheckpointError`` when ``wave`` is not the grid this model was built on."""
+        mine = self.wave.detach().cpu().numpy()
+        wave = np.asarray(wave, dtype=np.float64)
+        if wave.shape != mine.shape or not np.allclose(wave, mine, rtol=GRID_RTOL, atol=0):
+            raise CheckpointError(
+                f"grid mismatch: the model was trained on {_describe(mine)}, but these spectra "
+                f"are on {_describe(wave)}; preprocess them onto the model's grid "
+                "(labkit.spectra.preprocess(spectra, grid=model.wave.numpy()))"
+            )
+
+    def _batches(self, arrays: TrainingArrays, batch_size: int):
+        device = self.device
+        for start in range(0, len(arrays), batch_size):
+            stop = start + batch_size
+            flux = torch.from_numpy(arrays.flux[start:stop]).to(device)
+            weight = torch.from_numpy(arrays.weight[start:stop]).to(device)
+            yield flux, weight
+
+    @torch.no_grad()
+    def encode(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
+        """Posterior means, N × latent_dim float32."""
+        arrays = self._arrays(spectra)
+        return self._encode(arrays, batch_size)
+
+    def _encode(self, arrays: TrainingArrays, batch_size: int = 1024) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                batches = self._batches(arrays, batch_size)
+                parts = [self.posterior(f, w)[0].cpu() for f, w in batches]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def decode(self, latents: np.ndarray | torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+        """Model flux (N × P float32, on ``wave``) for latent vectors (N × latent_dim)."""
+        z = torch.as_tensor(np.asarray(latents, dtype=np.float32))
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise CheckpointError(
+                f"decode needs an N x {self.latent_dim} array of latent vectors, got shape "
+                f"{tuple(z.shape)}"
+            )
+        parts = [
+            self.decode_tensor(z[i : i + batch_size].to(self.device)).cpu()
+            for i in range(0, len(z), batch_size)
+        ]
+        return torch.cat(parts).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def reconstruct(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
+        """Model flux at the posterior mean of each spectrum (N × P float32)."""
+        arrays = self._arrays(spectra)
+        return self.decode(self._encode(arrays, batch_size), batch_size)
+
+    @torch.no_grad()
+    def chi2_per_pixel(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
+        """Reconstruction χ² per usable pixel of each spectrum (NaN for fully masked ones)."""
+        arrays = self._arrays(spectra)
+        return self._chi2_per_pixel(arrays, batch_size)[0]
+
+    def _chi2_per_pixel(
+        self, arrays: TrainingArrays, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        was_training = self.training
+        self.eval()
+        chi2, latents = [], []
+        try:
+            with torch.no_grad():
+                for flux, weight in self._batches(arrays, batch_size):
+                    mu, _ = self.posterior(flux, weight)
+                    recon = self.decode_tensor(mu)
+                    pixels = (weight > 0).sum(dim=1).to(flux.dtype)
+                    value = chi2_per_spectrum(recon, flux, weight) / pixels
+                    chi2.append(value.cpu())
+                    latents.append(mu.cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(chi2).numpy(), torch.cat(latents).numpy()
+
+    @torch.no_grad()
+    def anomaly_score(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
+        """One float per spectrum, higher = stranger (NaN for spectra with no usable pixel).
+
+        Combines how badly the model reconstructs a spectrum (χ² per usable pixel) with how
+        unusual its latent vector is among the training spectra, each measured in units of
+        the training population's own spread. Nothing here knows the kinds of anomaly a
+        survey holds: anything the learned population does not explain scores high.
+        """
+        arrays = self._arrays(spectra)
+        chi2, latents = self._chi2_per_pixel(arrays, batch_size)
+        return self.population.score(chi2, latents)
+
+    def fit_population(self, spectra: Any, batch_size: int = 1024) -> None:
+        """Learn the training spectra's χ² and latent distribution that anomaly scores use."""
+        arrays = self._arrays(spectra)
+        chi2, latents = self._chi2_per_pixel(arrays, batch_size)
+        self.population.fit(chi2, latents)
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "architecture": dict(self.architecture),
+            "wave": self.wave.detach().cpu().numpy().tolist(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write weights, grid, architecture and population statistics to one file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(self.to_payload(), partial)
+        os.replace(partial, path)
+        return path
+
+    @classmethod
+    def from_payload(cls, payload: Any, source: str = "checkpoint") -> SpectrumVAE:
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError(f"{source} is not a labkit SpectrumVAE checkpoint")
+        if payload.get("version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source} has checkpoint format version {payload.get('version')}, this labkit "
+                f"reads version {FORMAT_VERSION}"
+            )
+        model = cls(payload["wave"], **payload["architecture"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{source} does not match its stored architecture: {exc}"
+            ) from None
+        return model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str = "cpu") -> SpectrumVAE:
+        """Load a saved model: a ``.pt`` file, or a training ``checkpoint_dir``.
+
+        A checkpoint directory gives its final model, or the best epoch so far when the run
+        was interrupted.
+        """
+        from labkit.vae.checkpoints import CheckpointStore
+
+        path = Path(path)
+        if path.is_dir():
+            return CheckpointStore(path).load_model(map_location)
+        payload = read_payload(path, map_location)
+        if isinstance(payload, dict) and "model" in payload and "format" not in payload:
+            payload = payload["model"]  # a per-epoch training checkpoint
+        return cls.from_payload(payload, str(path)).to(map_location)
+
+    def check_compatible(self, architecture: dict[str, Any], wave: np.ndarray) -> None:
+        """Raise ``CheckpointError`` unless this model has ``architecture`` on grid ``wave``."""
+        differing = [
+            f"{key}: checkpoint {self.architecture.get(key)!r}, requested {value!r}"
+            for key, value in architecture.items()
+            if self.architecture.get(key) != value
+        ]
+        if differing:
+            raise CheckpointError(
+                "the checkpoint was made with a different architecture ("
+                + "; ".join(differing)
+                + "); train afresh (resume=False) or use the checkpoint's settings"
+            )
+        self.check_grid(wave)
+
+
+def read_payload(path: Path, map_location: str = "cpu") -> Any:
+    """``torch.load`` with safe unpickling, turning every failure into ``CheckpointError``."""
+    if not path.exists():
+        raise CheckpointError(f"no model checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
+        raise CheckpointError(
+            f"cannot read the model checkpoint {path}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _describe(wave: np.ndarray) -> str:
+    if wave.ndim != 1 or wave.size == 0:
+        return f"an array of shape {wave.shape}"
+    return f"{wave.size} pixels from {wave[0]:.1f} to {wave[-1]:.1f} Å"

@@ -1,0 +1,138 @@
+"""Every route of DESIGN §5 and its refusals, without starting a local cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labkit.clusters.registry import read_registry
+from tests.conftest import free_port
+
+ROUTES = [
+    ("GET", ("clusters",), None),
+    ("POST", ("clusters",), {"backend": "dask", "workers": 1}),
+    ("GET", ("clusters", "dask-1"), None),
+    ("PATCH", ("clusters", "dask-1"), {"workers": 2}),
+    ("DELETE", ("clusters", "dask-1"), None),
+    ("GET", ("runs",), None),
+]
+
+
+async def test_empty_listing(api):
+    assert await api("GET", "clusters") == (200, [])
+
+
+async def test_runs_listing_is_a_list(api):
+    status, runs = await api("GET", "runs")
+    assert status == 200
+    assert isinstance(runs, list)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ROUTES)
+async def test_no_token_is_refused(api, manager, method, path, body):
+    status, reply = await api(method, *path, body=body, headers={"Authorization": ""})
+    assert status == 403
+    assert manager.managed_pids() == []  # nothing was started for an anonymous caller
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+async def test_malformed_json_is_400(api, raw):
+    for method, path in (("POST", ("clusters",)), ("PATCH", ("clusters", "any"))):
+        status, reply = await api(method, *path, raw=raw)
+        assert status == 400, (method, raw)
+        assert "JSON" in reply["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+async def test_unknown_id_is_404(api, method):
+    body = {"workers": 2} if method == "PATCH" else None
+    status, reply = await api(method, "clusters", "nosuch-7", body=body)
+    assert status == 404
+    assert "nosuch-7" in reply["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"backend": "spark"}, ["spark", "ray", "dask"]),
+        ({"backend": "dask", "workers": 0}, ["workers", "between 1"]),
+        ({"backend": "dask", "workers": "two"}, ["workers", "whole number"]),
+        ({"backend": "dask", "workers": 10_000}, ["workers", "between 1"]),
+        ({"backend": "dask", "name": "has space"}, ["name", "not allowed"]),
+        ({"workers": 2}, ["backend", "address"]),
+        ({"backend": "dask", "colour": "red"}, ["unknown field", "colour"]),
+        ({"address": "tcp://127.0.0.1:1", "workers": 2}, ["workers", "address"]),
+        ({"address": "not-an-address"}, ["not a cluster address"]),
+        ({"address": "http://127.0.0.1:8786"}, ["unknown scheme", "http"]),
+        ({"address": "tcp://127.0.0.1:1", "backend": "ray"}, ["backend"]),
+        ({"address": ""}, ["address"]),
+    ],
+)
+async def test_bad_input_is_400_with_a_message(api, manager, body, words):
+    status, reply = await api("POST", "clusters", body=body)
+    assert status == 400
+    for word in words:
+        assert word in reply["message"], reply["message"]
+    assert manager.managed_pids() == []
+    assert (await api("GET", "clusters"))[1] == []
+
+
+async def test_unreachable_remote_shows_its_error_and_cannot_scale(api):
+    port = free_port()  # nothing listens here
+    address = f"tcp://127.0.0.1:{port}"
+    status, card = await api("POST", "clusters", body={"address": address, "name": "ghost"})
+    assert status == 201
+    assert card["status"] == "unreachable"
+    assert card["managed"] is False and card["origin"] == "registered"
+    assert str(port) in card["error"]
+    assert card["connect"] == "%labkit connect ghost"
+    assert [entry.name for entry in read_registry()] == ["ghost"]
+
+    status, listing = await api("GET", "clusters")
+    assert [(c["name"], c["status"]) for c in listing] == [("ghost", "unreachable")]
+
+    status, reply = await api("PATCH", "clusters", "ghost", body={"workers": 3})
+    assert status == 400
+    assert "cannot scale" in reply["message"] and "remote" in reply["message"]
+
+    status, reply = await api("POST", "clusters", body={"address": address})
+    assert status == 400 and "already listed" in reply["message"]
+
+    assert (await api("DELETE", "clusters", "ghost"))[0] == 204
+    assert await api("GET", "clusters") == (200, [])
+    assert read_registry() == []
+
+
+async def test_registered_dask_scheduler_reports_live_figures(api, dask_scheduler):
+    body = {"address": dask_scheduler.address, "name": "shared-dask"}
+    status, card = await api("POST", "clusters", body=body)
+    assert status == 201
+    assert card["status"] == "running", card
+    assert (card["workers"], card["cpus"]) == (1, 2)
+    assert card["memory_bytes"] == 2 * 2**30
+    assert card["dashboard_url"].startswith("/a%40b/proxy/")  # proxied through Jupyter
+    entry = read_registry()[0]
+    assert (entry.name, entry.address, entry.managed) == ("shared-dask", body["address"], False)
+    # Forgetting a registered cluster leaves it running.
+    assert (await api("DELETE", "clusters", "shared-dask"))[0] == 204
+    assert dask_scheduler.scheduler.poll() is None
+
+
+async def test_registry_keeps_entries_of_other_servers(api, jp_runtime_dir):
+    other = {
+        "id": "elsewhere",
+        "name": "elsewhere",
+        "backend": "dask",
+        "address": "tcp://10.1.2.3:8786",
+        "managed": False,
+    }
+    (jp_runtime_dir / "labkit-clusters.json").write_text(
+        json.dumps({"version": 1, "clusters": [other]})
+    )
+    body = {"address": "tcp://127.0.0.1:1", "name": "elsewhere"}
+    status, reply = await api("POST", "clusters", body=body)
+    assert status == 400 and "already exists" in reply["message"]
+    status, card = await api("POST", "clusters", body={"address": "tcp://127.0.0.1:1"})
+    assert status == 201 and card["name"] == "dask-1"
+    assert sorted(entry.name for entry in read_registry()) == ["dask-1", "elsewhere"]

@@ -1,0 +1,111 @@
+"""SpectrumVAE on its own: the masked likelihood, encode/decode shapes, save/load, scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from labkit.errors import CheckpointError
+from labkit.vae import SpectrumVAE, TrainConfig
+from labkit.vae.data import pixel_statistics, training_arrays
+from labkit.vae.losses import negative_elbo
+
+
+def _model(spectra, **arch) -> SpectrumVAE:
+    torch.manual_seed(0)
+    config = TrainConfig(latent_dim=4, hidden=(32, 16), **arch)
+    model = SpectrumVAE(spectra.wave, **config.architecture())
+    model.set_flux_statistics(*pixel_statistics(training_arrays(spectra)))
+    return model
+
+
+def _loss_and_grads(model, spectra):
+    arrays = training_arrays(spectra)
+    flux, weight = torch.from_numpy(arrays.flux), torch.from_numpy(arrays.weight)
+    noise = torch.randn(len(flux), model.latent_dim, generator=torch.Generator().manual_seed(1))
+    model.zero_grad()
+    recon, mu, logvar = model(flux, weight, noise)
+    loss, pixels = negative_elbo(recon, mu, logvar, flux, weight, 1.0)
+    (loss / pixels).backward()
+    return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "conv"])
+def test_masked_pixels_do_not_influence_the_loss(rest_spectra, encoder):
+    spectra = rest_spectra[:40].copy()
+    rng = np.random.default_rng(3)
+    hide = rng.random(spectra.flux.shape) < 0.2
+    spectra.mask |= hide
+    spectra.ivar[hide] = 0
+    model = _model(spectra, encoder=encoder)
+    loss, grads = _loss_and_grads(model, spectra)
+
+    garbage = spectra.copy()
+    garbage.flux[garbage.mask] = rng.normal(0, 1e6, garbage.mask.sum())  # wild values
+    garbage.flux[0, np.flatnonzero(garbage.mask[0])[:3]] = np.nan  # and NaN, under the mask
+    garbage.ivar[garbage.mask] = 1e9  # a masked pixel weighs zero whatever its ivar says
+    loss2, grads2 = _loss_and_grads(model, garbage)
+    assert loss2 == loss
+    for g, g2 in zip(grads, grads2, strict=True):
+        assert torch.equal(g, g2)
+
+    unmasked = spectra.copy()
+    pixel = np.flatnonzero(~spectra.mask[0])[10]
+    unmasked.flux[0, pixel] += 5.0  # the same change on a usable pixel does count
+    assert _loss_and_grads(model, unmasked)[0] != loss
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "conv"])
+def test_encode_decode_reconstruct_shapes(rest_spectra, encoder):
+    model = _model(rest_spectra, encoder=encoder)
+    z = model.encode(rest_spectra)
+    assert z.shape == (len(rest_spectra), 4) and z.dtype == np.float32
+    assert np.isfinite(z).all()
+    flux = model.decode(z[:5])
+    assert flux.shape == (5, rest_spectra.n_pixels) and flux.dtype == np.float32
+    np.testing.assert_allclose(model.reconstruct(rest_spectra[:5]), flux, rtol=1e-5, atol=1e-6)
+    with pytest.raises(CheckpointError, match="N x 4 array of latent vectors"):
+        model.decode(np.zeros((2, 3)))
+
+
+def test_save_load_round_trip_and_clear_errors(rest_spectra, tmp_path):
+    model = _model(rest_spectra, encoder="conv")
+    model.fit_population(rest_spectra)
+    path = model.save(tmp_path / "vae.pt")
+    loaded = SpectrumVAE.load(path)
+    assert loaded.architecture == model.architecture
+    np.testing.assert_array_equal(loaded.encode(rest_spectra), model.encode(rest_spectra))
+    np.testing.assert_array_equal(
+        loaded.anomaly_score(rest_spectra), model.anomaly_score(rest_spectra)
+    )
+
+    other_grid = rest_spectra.copy()
+    other_grid.wave = rest_spectra.wave * 1.01
+    with pytest.raises(CheckpointError, match="grid mismatch: the model was trained on 239 pixels"):
+        loaded.encode(other_grid)
+    with pytest.raises(CheckpointError, match="no model checkpoint at"):
+        SpectrumVAE.load(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read the model checkpoint"):
+        SpectrumVAE.load(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a labkit SpectrumVAE checkpoint"):
+        SpectrumVAE.load(tmp_path / "foreign.pt")
+
+
+def test_anomaly_score_is_relative_to_the_training_population(rest_spectra):
+    model = _model(rest_spectra)
+    model.fit_population(rest_spectra)
+    scores = model.anomaly_score(rest_spectra)
+    assert scores.shape == (len(rest_spectra),) and np.isfinite(scores).all()
+    # robust standardisation: typical training spectra score near zero
+    assert abs(np.median(scores)) < 0.5
+    odd = rest_spectra[:5].copy()
+    odd.flux[:, 100:110] += 20.0  # nothing like it in the population
+    assert model.anomaly_score(odd).min() > np.percentile(scores, 99)
+    fully_masked = rest_spectra[:2].copy()
+    fully_masked.mask[0] = True
+    fully_masked.ivar[0] = 0
+    result = model.anomaly_score(fully_masked)
+    assert np.isnan(result[0]) and np.isfinite(result[1])
