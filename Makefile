@@ -28,11 +28,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip $(QUIET_PIP)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# `pip install` builds the lab extension in extension/ (hatch-jupyter-builder), so its sources
+# count as inputs too.
+EXTENSION := $(wildcard extension/package.json extension/yarn.lock extension/src/* extension/style/*)
+
+$(VENV)/.installed: pyproject.toml $(EXTENSION) | $(BIN)/python
 	$(PIP) -e . $(QUIET_PIP)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml $(EXTENSION) | $(BIN)/python
 	$(PIP) -e '.[test]' $(QUIET_PIP)
 	touch $@ $(VENV)/.installed
 

@@ -55,7 +55,8 @@ def weighted_pca(flux: np.ndarray, weight: np.ndarray, k: int, iterations: int =
     for _ in range(iterations):
         coeffs = pca_coefficients(flux, weight, mean, basis)
         # per pixel: (Σ_n w c cᵀ) v = Σ_n w c (x − μ)
-        lhs = np.einsum("np,nk,nl->pkl", weight, coeffs, coeffs) + ridge
+        outer = (coeffs[:, :, None] * coeffs[:, None, :]).reshape(len(coeffs), k * k)
+        lhs = (weight.T @ outer).reshape(-1, k, k) + ridge
         rhs = np.einsum("np,nk->pk", weight * filled, coeffs)
         basis = np.linalg.solve(lhs, rhs[..., None])[..., 0]
         basis, _ = np.linalg.qr(basis)
@@ -65,7 +66,9 @@ def weighted_pca(flux: np.ndarray, weight: np.ndarray, k: int, iterations: int =
 def pca_coefficients(flux, weight, mean, basis) -> np.ndarray:
     """Weighted least-squares coefficients of every spectrum on ``basis``."""
     resid = np.where(weight > 0, flux - mean, 0.0)
-    lhs = np.einsum("pk,np,pl->nkl", basis, weight, basis) + 1e-6 * np.eye(basis.shape[1])
+    k = basis.shape[1]
+    outer = (basis[:, :, None] * basis[:, None, :]).reshape(len(basis), k * k)
+    lhs = (weight.astype(np.float64) @ outer).reshape(-1, k, k) + 1e-6 * np.eye(k)
     rhs = (weight * resid) @ basis
     return np.linalg.solve(lhs, rhs[..., None])[..., 0]
 

@@ -72,9 +72,7 @@ def demo(backend: str | None, n_spectra: int, out: str) -> None:
     show_default=True,
     help="DESI coadds (500 spectra each) or one SDSS spec-lite file per spectrum.",
 )
-@click.option(
-    "--anomaly-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True
-)
+@click.option("--anomaly-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @_one_line_errors
 def mock_command(out_dir: str, n: int, layout: str, anomaly_fraction: float, seed: int) -> None:
@@ -84,7 +82,9 @@ def mock_command(out_dir: str, n: int, layout: str, anomaly_fraction: float, see
     spectra = mock_survey(n, anomaly_fraction, seed, instrument=layout, progress=True)
     files = write(spectra, out_dir, format=layout, overwrite=True)
     anomalies = int(spectra.meta["is_anomaly"].sum())
-    click.echo(f"wrote {n} spectra ({anomalies} anomalies) in {len(files)} {layout} file(s) to {out_dir}")
+    click.echo(
+        f"wrote {n} spectra ({anomalies} anomalies) in {len(files)} {layout} file(s) to {out_dir}"
+    )
 
 
 @main.command("freeze")

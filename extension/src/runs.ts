@@ -1,6 +1,50 @@
-/** The Runs section: frozen bundles and batches, as `GET /labkit/api/runs` lists them. */
+/** The Runs section: frozen bundles, runs and batches, as `GET /labkit/api/runs` lists them. */
 import { IRun } from './api';
 import { h } from './dom';
+
+function when(created: unknown): string {
+  if (typeof created !== 'string' || !created) {
+    return '';
+  }
+  const date = new Date(created);
+  if (Number.isNaN(date.getTime())) {
+    return created;
+  }
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}`
+  );
+}
+
+function renderRun(run: IRun): HTMLElement {
+  const name = String(run.name ?? run.path ?? 'run');
+  const status = String(run.status ?? '');
+  const kind = String(run.kind ?? '');
+  return h(
+    'li',
+    {
+      className: 'labkit-run',
+      title: String(run.path ?? name),
+      dataset: { kind, status }
+    },
+    h(
+      'div',
+      { className: 'labkit-run-line' },
+      kind ? h('span', { className: `labkit-run-kind labkit-run-kind-${kind}` }, kind) : null,
+      h('span', { className: 'labkit-run-name' }, name),
+      status
+        ? h('span', { className: `labkit-run-status labkit-run-status-${status}` }, status)
+        : null
+    ),
+    h(
+      'div',
+      { className: 'labkit-run-line labkit-run-details' },
+      h('code', { className: 'labkit-run-path' }, String(run.path ?? '')),
+      h('span', { className: 'labkit-run-created' }, when(run.created))
+    )
+  );
+}
 
 export function renderRuns(runs: IRun[], error: string | null): HTMLElement {
   if (error) {
@@ -15,22 +59,5 @@ export function renderRuns(runs: IRun[], error: string | null): HTMLElement {
       ' makes one.'
     );
   }
-  return h(
-    'ul',
-    { className: 'labkit-run-list' },
-    ...runs.map(run => {
-      const title = String(run.name ?? run.path ?? 'run');
-      const status = String(run.status ?? '');
-      return h(
-        'li',
-        { className: 'labkit-run', title: String(run.path ?? title) },
-        h('span', { className: 'labkit-run-name' }, title),
-        run.kind ? h('span', { className: 'labkit-run-kind' }, String(run.kind)) : null,
-        status
-          ? h('span', { className: `labkit-run-status labkit-run-status-${status}` }, status)
-          : null,
-        run.created ? h('span', { className: 'labkit-run-created' }, String(run.created)) : null
-      );
-    })
-  );
+  return h('ul', { className: 'labkit-run-list' }, ...runs.map(renderRun));
 }

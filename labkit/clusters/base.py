@@ -46,15 +46,15 @@ class Cluster(ABC):
     def _close(self) -> None: ...
 
     @abstractmethod
-    def _run_chunks(
+    def run_chunks(
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]
     ) -> Iterator[tuple[int, ChunkResult]]:
-        """Run each chunk with ``mapping.run_chunk``; yield (chunk index, result) as they finish.
+        """Run each chunk with ``mapping.run_chunk``; yield (chunk index, outcome) as they finish.
 
-        A chunk the backend could not run or return (its worker died after the backend's own
-        retries) comes back as ``ChunkLost``.
-
-        Must cancel outstanding work when the generator is closed early.
+        The streaming layer under ``map``, for callers that handle failures per chunk (a
+        batch of notebook runs): an outcome is the chunk's results, an ``ItemFailure``, or a
+        ``ChunkLost`` when the backend could not run or return it (its worker died after the
+        backend's own retries). Closing the generator early cancels outstanding work.
         """
 
     # -- shared ------------------------------------------------------------------------
@@ -96,7 +96,7 @@ class Cluster(ABC):
         chunks = plan_chunks(len(items), slots, chunksize)
         results: list[Any] = [None] * len(items)
         with _progress_bar(len(items), progress, desc or f"{self.backend} map") as bar:
-            stream = self._run_chunks(fn, [items[c.start : c.stop] for c in chunks])
+            stream = self.run_chunks(fn, [items[c.start : c.stop] for c in chunks])
             try:
                 for index, outcome in stream:
                     span = chunks[index]

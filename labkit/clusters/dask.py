@@ -102,7 +102,7 @@ class DaskCluster(Cluster):
             for address, worker in self._worker_info().items()
         ]
 
-    def _run_chunks(
+    def run_chunks(
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]
     ) -> Iterator[tuple[int, ChunkResult]]:
         from distributed import as_completed

@@ -122,7 +122,7 @@ class RayCluster(Cluster):
             )
         return nodes
 
-    def _run_chunks(
+    def run_chunks(
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]
     ) -> Iterator[tuple[int, ChunkResult]]:
         import ray

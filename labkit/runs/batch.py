@@ -158,7 +158,7 @@ class _Batch:
         lost = []
         for index in todo:
             self.entries[index]["attempts"] += 1
-        stream = self.cluster._run_chunks(execute_task, [[self.tasks[i]] for i in todo])
+        stream = self.cluster.run_chunks(execute_task, [[self.tasks[i]] for i in todo])
         try:
             for position, outcome in stream:
                 index = todo[position]

@@ -16,7 +16,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from labkit.errors import ClusterNotFoundError, LabkitError
-from labkit.server.runs import list_runs
+from labkit.server.runs import runs_for_server
 
 
 def _labkit_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -113,4 +113,4 @@ class RunsHandler(LabkitHandler):
     @_labkit_errors
     async def get(self) -> None:
         root = self.settings.get("server_root_dir", ".")
-        self.reply(await asyncio.to_thread(list_runs, root))
+        self.reply(await asyncio.to_thread(runs_for_server, root))

@@ -1,8 +1,8 @@
 """Survey spectra: the ``Spectra`` container, DESI/SDSS files, a mock survey, preprocessing.
 
-    from labkit.spectra import read, preprocess, mock_survey, write
-    spectra = read("coadds/", redshifts="redrock-*.fits")   # DESI or SDSS files, any mix
-    rest = preprocess(spectra)                              # on the active cluster, if any
+from labkit.spectra import read, preprocess, mock_survey, write
+spectra = read("coadds/", redshifts="redrock-*.fits")   # DESI or SDSS files, any mix
+rest = preprocess(spectra)                              # on the active cluster, if any
 """
 
 from labkit.spectra.container import Spectra, concatenate

@@ -82,7 +82,9 @@ class Spectra:
             try:
                 values = values.to_value(unit, equivalencies=u.spectral_density(wave))
             except u.UnitConversionError:
-                raise SpectraError(f"{name} in {values.unit} cannot be expressed in {unit}") from None
+                raise SpectraError(
+                    f"{name} in {values.unit} cannot be expressed in {unit}"
+                ) from None
         array = np.atleast_2d(np.asarray(values, dtype=np.float32))
         if array.ndim != 2:
             raise SpectraError(f"{name} must be (N spectra, P pixels), got shape {array.shape}")
@@ -186,7 +188,9 @@ def concatenate(parts: Sequence[Spectra]) -> Spectra:
         flux[span], ivar[span], mask[span] = part.flux, part.ivar, part.mask
         row += len(part)
     meta = _stack_meta([p.meta for p in parts])
-    return Spectra._trusted(wave, flux, ivar, mask, meta, flux_unit=first.flux_unit, frame=first.frame)
+    return Spectra._trusted(
+        wave, flux, ivar, mask, meta, flux_unit=first.flux_unit, frame=first.frame
+    )
 
 
 def _onto_common_log_grid(parts: list[Spectra]):
@@ -236,7 +240,9 @@ def _meta_table(meta: Any, n: int) -> Table:
         try:
             meta = Table(meta)
         except Exception as exc:
-            raise SpectraError(f"meta must be an astropy Table or convertible to one: {exc}") from None
+            raise SpectraError(
+                f"meta must be an astropy Table or convertible to one: {exc}"
+            ) from None
     else:
         meta = meta.copy(copy_data=False)
     if len(meta) != n:
@@ -249,16 +255,22 @@ def _meta_table(meta: Any, n: int) -> Table:
     if np.ma.is_masked(meta["targetid"]):
         raise SpectraError("every spectrum needs a targetid; meta['targetid'] has masked entries")
     meta["targetid"] = np.asarray(meta["targetid"]).astype(np.int64)
-    z = np.ma.masked_invalid(np.ma.asarray(meta["z"], dtype=np.float64)) if "z" in meta.colnames else None
+    z = (
+        np.ma.masked_invalid(np.ma.asarray(meta["z"], dtype=np.float64))
+        if "z" in meta.colnames
+        else None
+    )
     if z is None:
         z = np.ma.masked_all(n, dtype=np.float64)
     meta["z"] = MaskedColumn(np.ma.getdata(z), mask=np.ma.getmaskarray(z), dtype=np.float64)
     if "spectype" not in meta.colnames:
         meta["spectype"] = np.full(n, "", dtype="U6")
     else:
-        meta["spectype"] = np.asarray(
-            [str(s).strip() for s in np.ma.filled(meta["spectype"], "")], dtype=str
-        ) if n else np.zeros(0, dtype="U6")
+        meta["spectype"] = (
+            np.asarray([str(s).strip() for s in np.ma.filled(meta["spectype"], "")], dtype=str)
+            if n
+            else np.zeros(0, dtype="U6")
+        )
     return meta
 
 

@@ -28,7 +28,9 @@ def as_angstrom(values, what: str = "wavelength") -> np.ndarray:
         try:
             values = values.to_value(u.AA)
         except u.UnitConversionError:
-            raise SpectraError(f"{what} must be a length (e.g. Å or nm), got {values.unit}") from None
+            raise SpectraError(
+                f"{what} must be a length (e.g. Å or nm), got {values.unit}"
+            ) from None
     return np.asarray(values, dtype=np.float64)
 
 

@@ -35,7 +35,7 @@ class Instrument:
 
 @lru_cache(maxsize=4)
 def instrument(name: str) -> Instrument:
-    """"desi": 3600–9824 Å in 0.8 Å pixels; "sdss": BOSS 3563–10390 Å at 1e-4 dex."""
+    """ "desi": 3600–9824 Å in 0.8 Å pixels; "sdss": BOSS 3563–10390 Å at 1e-4 dex."""
     if name == "desi":
         wave = np.round(3600.0 + 0.8 * np.arange(7781), 6)
         return Instrument("desi", wave, 0.75, (5780.0, 7570.0), 0.25)
@@ -63,10 +63,14 @@ def _sky(name: str) -> tuple[np.ndarray, np.ndarray]:
     listed = list(SKY_LINES)
     for lo, hi in OH_BANDS:
         centres = rng.uniform(lo, hi, 14)
-        listed += [(c, s) for c, s in zip(centres, rng.lognormal(np.log(15.0), 0.7, 14), strict=True)]
+        listed += [
+            (c, s) for c, s in zip(centres, rng.lognormal(np.log(15.0), 0.7, 14), strict=True)
+        ]
     sigma = inst.resolution_sigma
     for centre, strength in listed:
-        lines += strength / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * ((wave - centre) / sigma) ** 2)
+        lines += (
+            strength / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * ((wave - centre) / sigma) ** 2)
+        )
     return continuum, lines * continuum
 
 
@@ -109,6 +113,8 @@ def observe(
     rows = np.repeat(np.arange(n), hits)
     cols = rng.integers(0, p - 2, rows.size)
     for span in range(2):
-        flux[rows, cols + span] += 30.0 * sigma[rows, cols + span] * rng.uniform(0.5, 1.5, rows.size)
+        flux[rows, cols + span] += (
+            30.0 * sigma[rows, cols + span] * rng.uniform(0.5, 1.5, rows.size)
+        )
         mask[rows, cols + span] = True
     return flux.astype(np.float32), (1.0 / var).astype(np.float32), mask

@@ -8,6 +8,7 @@ is one (workers must see the same paths), and stacks them in the order given.
 from __future__ import annotations
 
 import glob as globbing
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,15 @@ from labkit.spectra.redshifts import join_redshifts, load_redshifts
 from labkit.spectra.sdss import looks_like_sdss, read_sdss, write_sdss
 
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
-LAYOUTS: dict[str, tuple[Callable[[fits.HDUList], bool], Callable[[str, fits.HDUList], Spectra]]] = {
+LAYOUTS: dict[
+    str, tuple[Callable[[fits.HDUList], bool], Callable[[str, fits.HDUList], Spectra]]
+] = {
     "desi": (looks_like_desi, read_desi),
     "sdss": (looks_like_sdss, read_sdss),
 }
 ON_ERROR = ("raise", "skip")
+# astropy only warns about these, and drops what follows: a cut-off file
+DAMAGE = re.compile(r"truncated|Error validating header")
 
 
 @dataclass
@@ -72,7 +77,9 @@ def read(
     parts = [o for o in outcomes if isinstance(o, Spectra)]
     if failures:
         listed = "; ".join(f"{f.path} ({f.message})" for f in failures)
-        warnings.warn(f"skipped {len(failures)} unreadable file(s): {listed}", SpectraWarning, stacklevel=2)
+        warnings.warn(
+            f"skipped {len(failures)} unreadable file(s): {listed}", SpectraWarning, stacklevel=2
+        )
     if not parts:
         raise SpectraError(f"none of the {len(paths)} file(s) could be read")
     spectra = concatenate(parts)
@@ -109,7 +116,9 @@ def resolve_paths(source: Any) -> list[str]:
         if Path(text).is_dir():
             found = sorted(str(p) for p in Path(text).iterdir() if p.name.endswith(FITS_SUFFIXES))
             if not found:
-                raise SpectraError(f"no FITS files ({', '.join(FITS_SUFFIXES)}) in the folder {text}")
+                raise SpectraError(
+                    f"no FITS files ({', '.join(FITS_SUFFIXES)}) in the folder {text}"
+                )
             paths += found
         elif globbing.has_magic(text):
             found = sorted(globbing.glob(text))
@@ -130,9 +139,9 @@ def read_file(path: str) -> Spectra:
             warnings.simplefilter("always")
             with fits.open(path, memmap=False) as hdul:
                 hdul.readall()  # every header, so damage anywhere shows now
-                truncated = [w for w in caught if "truncated" in str(w.message)]
-                if truncated:
-                    raise SpectraFileError(f"truncated FITS file: {truncated[0].message}", path=path)
+                damaged = [str(w.message) for w in caught if DAMAGE.search(str(w.message))]
+                if damaged:
+                    raise SpectraFileError(f"truncated FITS file: {damaged[0]}", path=path)
                 for looks_like, reader in LAYOUTS.values():
                     if looks_like(hdul):
                         return reader(path, hdul)
@@ -192,7 +201,9 @@ def write(
         return written
     except OSError as exc:
         if "already exists" in str(exc):
-            raise SpectraFileError("already exists; pass overwrite=True to replace it", path=str(path)) from None
+            raise SpectraFileError(
+                "already exists; pass overwrite=True to replace it", path=str(path)
+            ) from None
         raise SpectraFileError(f"cannot write: {exc}", path=str(path)) from None
 
 

@@ -83,7 +83,14 @@ def mock_survey(
         rows = slice(start, min(start + BLOCK, n))
         block_rng = np.random.default_rng([seed, 1, k])
         flux[rows], ivar[rows], mask[rows] = _block(
-            block_rng, inst, labels[rows], base[rows], z[rows], subtype[rows], star_kind[rows], mag[rows]
+            block_rng,
+            inst,
+            labels[rows],
+            base[rows],
+            z[rows],
+            subtype[rows],
+            star_kind[rows],
+            mag[rows],
         )
     meta = _meta(rng, inst.name, seed, labels, base, z, subtype, mag)
     return Spectra(inst.wave, flux, ivar, mask, meta, flux_unit=FLUX_UNIT)
@@ -151,13 +158,17 @@ def _block(rng, inst, labels, base, z, subtype, star_kind, mag):
     for name in (*NORMAL, *ANOMALIES):
         rows = np.flatnonzero(kind == name)
         if rows.size:
-            model[rows], detail = _model(rng, name, wave, z[rows], lsf, subtype[rows], star_kind[rows])
+            model[rows], detail = _model(
+                rng, name, wave, z[rows], lsf, subtype[rows], star_kind[rows]
+            )
             if detail is not None:
                 subtype[rows] = detail
     model *= (_flux_at_r(mag) / _level(model, wave))[:, None]
     artefact = labels == "artefact"
     variant = subtype
-    _instrument_faults(rng, inst, model, artefact & ~np.isin(variant, ("sky_residuals", "cosmic_rays")), variant)
+    _instrument_faults(
+        rng, inst, model, artefact & ~np.isin(variant, ("sky_residuals", "cosmic_rays")), variant
+    )
     depth = 10 ** rng.normal(0.0, 0.15, labels.size)
     mask_sky = ~(artefact & (variant == "sky_residuals"))
     flux, ivar, mask = observe(rng, inst, model, depth, mask_sky)
@@ -185,7 +196,10 @@ def _model(rng, name, wave, z, lsf, subtype, star_kind):
     if name == "extreme_emitter":
         n = z.size
         model = sources.star_forming_galaxy(
-            rng, wave, z, lsf,
+            rng,
+            wave,
+            z,
+            lsf,
             ew_halpha=rng.uniform(600.0, 1500.0, n),
             log_nii_ha=rng.uniform(-2.0, -1.5, n),
             log_oiii_hb=rng.uniform(0.7, 0.9, n),
@@ -197,7 +211,11 @@ def _model(rng, name, wave, z, lsf, subtype, star_kind):
         dwarf = sources.star(rng, wave, z, lsf, np.full(n, "M"))
         companion = sources.white_dwarf(rng, wave, z, lsf)
         red = (wave > 7800) & (wave < 8200)
-        share = rng.uniform(2.0, 6.0, n) * np.median(companion[:, red], axis=1) / np.median(dwarf[:, red], axis=1)
+        share = (
+            rng.uniform(2.0, 6.0, n)
+            * np.median(companion[:, red], axis=1)
+            / np.median(dwarf[:, red], axis=1)
+        )
         return companion + share[:, None] * dwarf, None
     raise AssertionError(name)
 
@@ -208,10 +226,17 @@ def _wrong_ratios(rng, wave, z, lsf, violation):
     nii_ratio = np.where(violation == "nii_doublet", rng.uniform(0.3, 0.8, n), L.NII_RATIO)
     ha_hb = np.where(violation == "balmer_decrement", rng.uniform(0.6, 1.4, n), L.CASE_B_HA_HB)
     return sources.star_forming_galaxy(
-        rng, wave, z, lsf,
+        rng,
+        wave,
+        z,
+        lsf,
         ew_halpha=rng.uniform(80.0, 250.0, n),
-        log_nii_ha=np.where(violation == "nii_doublet", rng.uniform(-0.5, -0.3, n), rng.uniform(-1.0, -0.5, n)),
-        log_oiii_hb=np.where(violation == "oiii_doublet", rng.uniform(0.3, 0.6, n), rng.uniform(-0.3, 0.2, n)),
+        log_nii_ha=np.where(
+            violation == "nii_doublet", rng.uniform(-0.5, -0.3, n), rng.uniform(-1.0, -0.5, n)
+        ),
+        log_oiii_hb=np.where(
+            violation == "oiii_doublet", rng.uniform(0.3, 0.6, n), rng.uniform(-0.3, 0.2, n)
+        ),
         ha_hb=ha_hb,
         oiii_ratio=oiii_ratio,
         nii_ratio=nii_ratio,

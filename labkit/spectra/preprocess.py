@@ -54,11 +54,11 @@ def process_block(block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     first, flux, ivar, ok = resample_windows(
         block.wave, block.flux, block.ivar, block.mask, edges, scale
     )
-    flux *= scale[:, None]  # f_λ in the rest frame
-    ivar /= scale[:, None] ** 2
-    norm = robust_level(flux, ~ok)
-    flux /= norm[:, None]
-    ivar *= norm[:, None] ** 2
+    # normalising makes the rest-frame factor f_rest = f_obs (1+z) cancel; it stays in norm
+    level = robust_level(flux, ~ok)
+    flux /= level[:, None]
+    ivar *= level[:, None] ** 2
+    norm = level * scale
     shape = (len(scale), block.grid.size)
     return (
         place(first, flux, np.zeros(shape, dtype=np.float32)),
@@ -100,13 +100,15 @@ def _check_grid(grid: Any) -> np.ndarray:
 
 
 def default_grid(spectra: Spectra) -> np.ndarray:
-    """The rest-frame range every spectrum could reach, at 1e-4 dex (or the data's own, if coarser)."""
+    """The rest-frame range any spectrum reaches, at 1e-4 dex (or the data's step if coarser)."""
     z = np.ma.filled(np.ma.asarray(spectra.meta["z"], dtype=np.float64), np.nan)
     z = z[np.isfinite(z)]
     if z.size == 0:
         z = np.zeros(1)
     native = float(np.median(np.diff(np.log10(spectra.wave))))
-    return log_grid(spectra.wave[0] / (1 + z.max()), spectra.wave[-1] / (1 + z.min()), max(native, SDSS_DLOG))
+    return log_grid(
+        spectra.wave[0] / (1 + z.max()), spectra.wave[-1] / (1 + z.min()), max(native, SDSS_DLOG)
+    )
 
 
 def _usable_redshifts(spectra: Spectra) -> np.ndarray:
@@ -119,10 +121,13 @@ def _usable_redshifts(spectra: Spectra) -> np.ndarray:
     ids = np.asarray(spectra.meta["targetid"])
     if missing.any():
         bad = ids[missing]
-        shown = ", ".join(map(str, bad[:10])) + (f" and {bad.size - 10} more" if bad.size > 10 else "")
+        shown = ", ".join(map(str, bad[:10])) + (
+            f" and {bad.size - 10} more" if bad.size > 10 else ""
+        )
         raise MissingRedshiftError(
             f"{bad.size} spectra have no redshift, so cannot be moved to the rest frame: "
-            f"targetid {shown}. Give redshifts with read(..., redshifts=FILE_OR_TABLE) or drop them",
+            f"targetid {shown}. Give redshifts with read(..., redshifts=FILE_OR_TABLE) "
+            "or drop them",
             targetids=[int(t) for t in bad],
         )
     impossible = usable & (z <= -1)
@@ -242,4 +247,6 @@ def preprocess(
             SpectraWarning,
             stacklevel=2,
         )
-    return Spectra._trusted(grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest")
+    return Spectra._trusted(
+        grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"
+    )

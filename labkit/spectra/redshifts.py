@@ -28,7 +28,9 @@ def load_redshifts(source: Any) -> Table:
         isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, Path))
     ):
         paths = _paths(source)
-        return _unique(vstack([_from_file(p) for p in paths]) if len(paths) > 1 else _from_file(paths[0]))
+        return _unique(
+            vstack([_from_file(p) for p in paths]) if len(paths) > 1 else _from_file(paths[0])
+        )
     if isinstance(source, Table):
         return _unique(redshift_table(source, "the redshifts table"))
     try:
@@ -78,7 +80,9 @@ def _from_file(path: str) -> Table:
     except SpectraError:
         raise
     except Exception as exc:
-        raise SpectraFileError(f"cannot read redshifts: {type(exc).__name__}: {exc}", path=path) from None
+        raise SpectraFileError(
+            f"cannot read redshifts: {type(exc).__name__}: {exc}", path=path
+        ) from None
     raise SpectraFileError(
         f"no table with TARGETID and Z (looked for {', '.join(HDU_NAMES)} and any table HDU)",
         path=path,
@@ -106,7 +110,9 @@ def redshift_table(table: Table, where: str) -> Table:
 
 def _unique(table: Table) -> Table:
     """One row per target; a target listed twice with different redshifts is an error."""
-    ids, first, counts = np.unique(np.asarray(table["targetid"]), return_index=True, return_counts=True)
+    ids, first, counts = np.unique(
+        np.asarray(table["targetid"]), return_index=True, return_counts=True
+    )
     if (counts > 1).any():
         z = np.ma.filled(table["z"], np.nan)
         order = np.argsort(np.asarray(table["targetid"]), kind="stable")
@@ -127,7 +133,7 @@ def _unique(table: Table) -> Table:
 
 
 def join_redshifts(spectra: Spectra, table: Table) -> Spectra:
-    """Copy of ``spectra`` with z (and spectype, zerr, zwarn) from ``table`` where it has the target.
+    """Copy of ``spectra`` with z (and spectype, zerr, zwarn) from ``table``, by target id.
 
     Targets the table does not list keep what they had (``z`` masked if unknown).
     """
@@ -156,6 +162,11 @@ def join_redshifts(spectra: Spectra, table: Table) -> Spectra:
         column[found] = new
         meta["spectype"] = column
     return Spectra._trusted(
-        spectra.wave, spectra.flux, spectra.ivar, spectra.mask, meta,
-        flux_unit=spectra.flux_unit, frame=spectra.frame,
+        spectra.wave,
+        spectra.flux,
+        spectra.ivar,
+        spectra.mask,
+        meta,
+        flux_unit=spectra.flux_unit,
+        frame=spectra.frame,
     )

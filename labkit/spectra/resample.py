@@ -81,7 +81,9 @@ def resample_windows(
         width = m
     first = np.minimum(first, m - width)
     window = edges_out[first[:, None] + np.arange(width + 1)]
-    flux_w, ivar_w, ok = _resample_rows(edges_in, wave, flux, ivar, mask, window, scale, min_coverage)
+    flux_w, ivar_w, ok = _resample_rows(
+        edges_in, wave, flux, ivar, mask, window, scale, min_coverage
+    )
     return first, flux_w, ivar_w, ok
 
 
@@ -102,29 +104,41 @@ def _resample_rows(edges_in, wave, flux, ivar, mask, edges_out, scale, min_cover
     np.minimum(pixel, p - 1, out=pixel)
     frac = pos - pixel
     at = pixel + (np.arange(n) * (p + 1))[:, None]  # flat index of the edge's pixel's left edge
+    at_next = at + 1
 
     def to_edges(per_pixel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integral from the grid's start to each edge, and the edge pixel's own value."""
         flat = per_pixel.ravel()
-        own = flat[at + 1]
+        own = flat[at_next]
         np.cumsum(per_pixel, axis=1, out=per_pixel)
-        return flat[at] + frac * own, own
+        integral = flat[at]
+        integral += frac * own
+        return integral, own
 
     flux_sum = np.diff(to_edges(flux_w)[0], axis=1)
     cover = np.diff(to_edges(good_w)[0], axis=1)
     # variance: the linear integral counts a partly covered pixel as overlap·width·var;
     # exactly it is overlap²·var, so subtract frac(1-frac)·width²·var at each edge
     linear, own = to_edges(var_w)
-    excess = frac * (1 - frac) * own
-    var_sum = np.diff(linear, axis=1) - excess[:, :-1] - excess[:, 1:]
-    same = pixel[:, :-1] == pixel[:, 1:]  # both edges in one input pixel
-    if same.any():
-        inside = (frac[:, 1:] - frac[:, :-1]) ** 2 * own[:, :-1]
-        var_sum = np.where(same, inside, var_sum)
-
+    excess = frac * (1 - frac)
+    excess *= own
+    var_sum = np.diff(linear, axis=1)
+    var_sum -= excess[:, :-1]
+    var_sum -= excess[:, 1:]
     bin_width = np.diff(edges_out, axis=1) * scale[:, None]
-    ok = (cover >= min_coverage * bin_width) & (var_sum > 0) & (bin_width > 0)
-    cover = np.where(ok, cover, 1.0)
-    flux_out = np.where(ok, flux_sum / cover, 0.0)
-    ivar_out = np.where(ok, cover * cover / np.where(ok, var_sum, 1.0), 0.0)
+    if bin_width.min() < widths.max():  # an output pixel may sit inside one input pixel
+        same = pixel[:, :-1] == pixel[:, 1:]
+        if same.any():
+            inside = (frac[:, 1:] - frac[:, :-1]) ** 2 * own[:, :-1]
+            var_sum = np.where(same, inside, var_sum)
+
+    ok = cover >= min_coverage * bin_width
+    ok &= var_sum > 0
+    bad = ~ok
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flux_out = np.divide(flux_sum, cover, out=flux_sum)
+        ivar_out = np.multiply(cover, cover, out=cover)
+        ivar_out /= var_sum
+    flux_out[bad] = 0.0
+    ivar_out[bad] = 0.0
     return flux_out, ivar_out, ok

@@ -36,8 +36,10 @@ def looks_like_sdss(hdul: fits.HDUList) -> bool:
 
 
 def compose_targetid(plate, mjd, fiberid) -> np.ndarray:
-    return np.asarray(plate, np.int64) * 10**9 + np.asarray(mjd, np.int64) * 10**4 + np.asarray(
-        fiberid, np.int64
+    return (
+        np.asarray(plate, np.int64) * 10**9
+        + np.asarray(mjd, np.int64) * 10**4
+        + np.asarray(fiberid, np.int64)
     )
 
 
@@ -113,13 +115,19 @@ def _spall(hdul: fits.HDUList, path: str) -> dict:
             return row[names[name]]
         return header.get(header_name, default)
 
-    plate, mjd, fiberid = get("PLATE", "PLATEID", None), get("MJD", "MJD", None), get("FIBERID", "FIBERID", None)
+    plate, mjd, fiberid = (
+        get("PLATE", "PLATEID", None),
+        get("MJD", "MJD", None),
+        get("FIBERID", "FIBERID", None),
+    )
     if "TARGETID" in names:
         targetid = int(row[names["TARGETID"]])
     elif None not in (plate, mjd, fiberid):
         targetid = int(compose_targetid(plate, mjd, fiberid))
     else:
-        raise SpectraFileError("no TARGETID, nor PLATE, MJD and FIBERID to name the spectrum", path=path)
+        raise SpectraFileError(
+            "no TARGETID, nor PLATE, MJD and FIBERID to name the spectrum", path=path
+        )
     z = float(row[names["Z"]]) if "Z" in names else np.nan
     return {
         "targetid": targetid,
@@ -152,7 +160,9 @@ def write_sdss(spectra: Spectra, folder: Path, overwrite: bool = False) -> list[
     meta = spectra.meta
     targetid = np.asarray(meta["targetid"], dtype=np.int64)
     if {"plate", "mjd", "fiberid"} <= set(meta.colnames):
-        plate, mjd, fiberid = (np.asarray(meta[c], dtype=np.int64) for c in ("plate", "mjd", "fiberid"))
+        plate, mjd, fiberid = (
+            np.asarray(meta[c], dtype=np.int64) for c in ("plate", "mjd", "fiberid")
+        )
     else:
         ids = np.where(targetid >= 0, targetid, 0)
         plate, mjd, fiberid = ids // 10**9, (ids // 10**4) % 10**5, ids % 10**4
@@ -161,7 +171,9 @@ def write_sdss(spectra: Spectra, folder: Path, overwrite: bool = False) -> list[
     needs_id = compose_targetid(plate, mjd, fiberid) != targetid
     names = [file_name(*ids) for ids in zip(plate, mjd, fiberid, strict=True)]
     if len(set(names)) != len(names):
-        raise SpectraError("two spectra would get the same SDSS file name (same PLATE, MJD, FIBERID)")
+        raise SpectraError(
+            "two spectra would get the same SDSS file name (same PLATE, MJD, FIBERID)"
+        )
     loglam = np.log10(spectra.wave).astype(np.float32)
     unit = BUNIT if spectra.flux_unit == FLUX_UNIT else spectra.flux_unit.to_string("fits")
     z = np.ma.filled(np.ma.asarray(meta["z"], dtype=np.float64), np.nan)
@@ -169,7 +181,11 @@ def write_sdss(spectra: Spectra, folder: Path, overwrite: bool = False) -> list[
     for i, name in enumerate(names):
         primary = fits.PrimaryHDU()
         header = primary.header
-        header["PLATEID"], header["MJD"], header["FIBERID"] = int(plate[i]), int(mjd[i]), int(fiberid[i])
+        header["PLATEID"], header["MJD"], header["FIBERID"] = (
+            int(plate[i]),
+            int(mjd[i]),
+            int(fiberid[i]),
+        )
         header["BUNIT"] = unit
         header["LKFRAME"] = (spectra.frame, "labkit: observed or rest frame")
         zeros = np.zeros(spectra.n_pixels, np.float32)
@@ -178,8 +194,12 @@ def write_sdss(spectra: Spectra, folder: Path, overwrite: bool = False) -> list[
                 fits.Column("flux", "E", array=spectra.flux[i]),
                 fits.Column("loglam", "E", array=loglam),
                 fits.Column("ivar", "E", array=spectra.ivar[i]),
-                fits.Column("and_mask", "J", array=np.where(spectra.mask[i], MASK_BIT, 0).astype(np.int32)),
-                fits.Column("or_mask", "J", array=np.where(spectra.mask[i], MASK_BIT, 0).astype(np.int32)),
+                fits.Column(
+                    "and_mask", "J", array=np.where(spectra.mask[i], MASK_BIT, 0).astype(np.int32)
+                ),
+                fits.Column(
+                    "or_mask", "J", array=np.where(spectra.mask[i], MASK_BIT, 0).astype(np.int32)
+                ),
                 fits.Column("wdisp", "E", array=np.ones(spectra.n_pixels, np.float32)),
                 fits.Column("sky", "E", array=zeros),
                 fits.Column("model", "E", array=zeros),

@@ -63,7 +63,9 @@ def add_gaussians(
     computed, so narrow lines cost little.
     """
     rows = np.arange(model.shape[0]) if rows is None else rows
-    centre, sigma, flux = (np.broadcast_to(np.asarray(a, float), rows.shape) for a in (centre, sigma, flux))
+    centre, sigma, flux = (
+        np.broadcast_to(np.asarray(a, float), rows.shape) for a in (centre, sigma, flux)
+    )
     lo = np.searchsorted(wave, centre - 5 * sigma)
     hi = np.searchsorted(wave, centre + 5 * sigma)
     width = int(np.max(hi - lo, initial=0))
@@ -141,7 +143,9 @@ def quasar(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float
     return model * lyman_forest(rng, wave, z)
 
 
-def bal_troughs(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bal_troughs(
+    rng: np.random.Generator, wave: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Transmission of broad absorption-line outflows, and which rows are LoBALs.
 
     Troughs sit blueward of C IV, Si IV, N V and Lyα (and Mg II, Al III for LoBALs) at the
@@ -169,7 +173,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 # -- galaxies ---------------------------------------------------------------------------
-def passive_galaxy(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float) -> np.ndarray:
+def passive_galaxy(
+    rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float
+) -> np.ndarray:
     """Old stellar population: red continuum, strong 4000 Å break, metal and Balmer absorption."""
     n = z.size
     rest = rest_wave(wave, z)
@@ -180,9 +186,18 @@ def passive_galaxy(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, ls
     dispersion = rng.uniform(150.0, 300.0, n)
     scale = rng.uniform(0.8, 1.2, n)
     absorption = (
-        (L.CAII_K, 8.0), (L.CAII_H, 7.0), (L.H_DELTA, 1.5), (L.G_BAND, 5.0), (L.H_GAMMA, 1.5),
-        (L.H_BETA, 1.8), (L.MG_B, 5.0), (L.FE_5270, 2.5), (L.FE_5335, 2.0), (L.NA_D, 3.0),
-        (L.H_ALPHA, 1.2), *((c, ew) for c, ew in zip(L.CA_TRIPLET, (1.2, 3.0, 2.5), strict=True)),
+        (L.CAII_K, 8.0),
+        (L.CAII_H, 7.0),
+        (L.H_DELTA, 1.5),
+        (L.G_BAND, 5.0),
+        (L.H_GAMMA, 1.5),
+        (L.H_BETA, 1.8),
+        (L.MG_B, 5.0),
+        (L.FE_5270, 2.5),
+        (L.FE_5335, 2.0),
+        (L.NA_D, 3.0),
+        (L.H_ALPHA, 1.2),
+        *((c, ew) for c, ew in zip(L.CA_TRIPLET, (1.2, 3.0, 2.5), strict=True)),
     )
     for centre, ew in absorption:
         add_absorption(model, wave, z, cont, centre, ew * scale, dispersion, lsf)
@@ -226,7 +241,9 @@ def star_forming_galaxy(
     cont = (rest / 5500.0) ** rng.uniform(-2.2, -0.8, n)[:, None]
     cont *= break_4000(rest, rng.uniform(1.05, 1.35, n))
     cont *= np.where(rest < L.BALMER_LIMIT, rng.uniform(0.8, 0.95, n)[:, None], 1.0)
-    cont *= 10 ** (-0.4 * 0.44 * ebv[:, None] * (calzetti(rest) - calzetti(np.full((1, 1), 5500.0))))
+    cont *= 10 ** (
+        -0.4 * 0.44 * ebv[:, None] * (calzetti(rest) - calzetti(np.full((1, 1), 5500.0)))
+    )
     model = cont.copy()
     for centre, ew in ((L.H_ALPHA, 2.5), (L.H_BETA, 3.5), (L.H_GAMMA, 3.5), (L.H_DELTA, 4.0)):
         add_absorption(model, wave, z, cont, centre, ew * rng.uniform(0.6, 1.4, n), 700.0, lsf)
@@ -236,7 +253,11 @@ def star_forming_galaxy(
     if np.any(halpha == 0):  # Hα off the grid: scale lines from the continuum at Hβ
         at_hb = value_at(cont, wave, L.H_BETA * (1 + z))
         halpha = np.where(halpha == 0, ew_ha * 0.7 * np.where(at_hb > 0, at_hb, 1.0), halpha)
-    reddening = 10 ** (0.4 * (ebv / 0.44) * (calzetti(np.full((1, 1), L.H_BETA)) - calzetti(np.full((1, 1), L.H_ALPHA)))[0, 0])
+    reddening = 10 ** (
+        0.4
+        * (ebv / 0.44)
+        * (calzetti(np.full((1, 1), L.H_BETA)) - calzetti(np.full((1, 1), L.H_ALPHA)))[0, 0]
+    )
     decrement = ha_hb if ha_hb is not None else L.CASE_B_HA_HB * reddening
     hbeta = halpha / decrement
     x, y = bpt_star_forming(rng, n)
@@ -281,11 +302,20 @@ STAR_TYPES = {
     "K": ((3900.0, 5200.0), 1.5, 3.0, 0.0, 1.2),
     "M": ((2800.0, 3900.0), 0.5, 2.0, 0.0, 1.0),
 }
-METAL_LINES = ((L.CAII_K, 10.0), (L.CAII_H, 8.0), (L.G_BAND, 5.0), (L.MG_B, 6.0), (L.FE_5270, 3.0),
-               (L.NA_D, 4.0), *((c, ew) for c, ew in zip(L.CA_TRIPLET, (1.5, 3.5, 3.0), strict=True)))
+METAL_LINES = (
+    (L.CAII_K, 10.0),
+    (L.CAII_H, 8.0),
+    (L.G_BAND, 5.0),
+    (L.MG_B, 6.0),
+    (L.FE_5270, 3.0),
+    (L.NA_D, 4.0),
+    *((c, ew) for c, ew in zip(L.CA_TRIPLET, (1.5, 3.5, 3.0), strict=True)),
+)
 
 
-def star(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float, kinds: np.ndarray) -> np.ndarray:
+def star(
+    rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float, kinds: np.ndarray
+) -> np.ndarray:
     """Stars of spectral types A, F, G, K, M (``kinds``): blackbody, Balmer, metals, TiO bands."""
     n = z.size
     rest = rest_wave(wave, z)
@@ -307,7 +337,10 @@ def star(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float, 
         add_absorption(model, wave, z, cont, centre, ew * metals, 20.0, lsf)
     cool = kinds == "M"
     if cool.any():
-        depth = np.clip((3900.0 - temperature) / 1100.0, 0.0, 1.0)[:, None] * rng.uniform(0.35, 0.6, n)[:, None]
+        depth = (
+            np.clip((3900.0 - temperature) / 1100.0, 0.0, 1.0)[:, None]
+            * rng.uniform(0.35, 0.6, n)[:, None]
+        )
         for head in L.TIO_HEADS:
             length = 180.0
             fade = np.clip(1.0 - (rest - head) / length, 0.0, 1.0) * (rest >= head)
@@ -315,13 +348,17 @@ def star(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float, 
     return model
 
 
-def white_dwarf(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float) -> np.ndarray:
-    """A hydrogen (DA) white dwarf: hot blackbody with very broad, pressure-broadened Balmer lines."""
+def white_dwarf(
+    rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, lsf: float
+) -> np.ndarray:
+    """A hydrogen (DA) white dwarf: hot blackbody, very broad (pressure-broadened) Balmer lines."""
     n = z.size
     rest = rest_wave(wave, z)
     cont = planck(rest, rng.uniform(12000.0, 30000.0, n))
     model = cont.copy()
     width = rng.uniform(25.0, 45.0, n)
     for i, centre in enumerate(L.BALMER_SERIES[:6]):
-        add_absorption(model, wave, z, cont, centre, width * 1.1 * 0.9**i, width / centre * L.C_KMS, lsf)
+        add_absorption(
+            model, wave, z, cont, centre, width * 1.1 * 0.9**i, width / centre * L.C_KMS, lsf
+        )
     return model

@@ -56,6 +56,11 @@ def join_truth(spectra: Spectra, table: Table) -> Spectra:
         else:
             meta[ours] = np.where(found, np.char.strip(values.astype(str)), "")
     return Spectra._trusted(
-        spectra.wave, spectra.flux, spectra.ivar, spectra.mask, meta,
-        flux_unit=spectra.flux_unit, frame=spectra.frame,
+        spectra.wave,
+        spectra.flux,
+        spectra.ivar,
+        spectra.mask,
+        meta,
+        flux_unit=spectra.flux_unit,
+        frame=spectra.frame,
     )

@@ -11,9 +11,17 @@ from labkit.errors import ParameterError
 
 ENCODERS = ("mlp", "conv")
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("cosine", "constant")
 
 # Fields that shape the network: a checkpoint made with other values cannot be resumed.
-ARCHITECTURE_FIELDS = ("latent_dim", "hidden", "encoder", "conv_channels", "conv_kernel")
+ARCHITECTURE_FIELDS = (
+    "latent_dim",
+    "hidden",
+    "encoder",
+    "conv_channels",
+    "conv_kernel",
+    "see_mask",
+)
 
 
 @dataclass(frozen=True)
@@ -34,10 +42,12 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     hidden: tuple[int, ...] = (512, 256)
     encoder: str = "mlp"
     conv_channels: tuple[int, ...] = (16, 32, 32)
     conv_kernel: int = 9
+    see_mask: bool = True
     seed: int = 0
     val_fraction: float = 0.1
     patience: int | None = 8
@@ -76,6 +86,11 @@ class TrainConfig:
         if not isinstance(self.val_fraction, int | float) or not 0 <= self.val_fraction < 1:
             raise ParameterError(
                 f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ParameterError(
+                f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
             )
         if self.encoder not in ENCODERS:
             raise ParameterError(

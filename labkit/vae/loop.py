@@ -27,6 +27,7 @@ from labkit.vae.model import SpectrumVAE
 MIN_IMPROVEMENT = 1e-4
 # move the whole data set to the GPU when it is smaller than this
 DEVICE_RESIDENT_BYTES = 4 * 1024**3
+LR_FLOOR = 0.05
 
 Report = dict[str, Any]
 
@@ -106,8 +107,6 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if state.get("optimizer"):
         optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # a resumed run may change the learning rate
-            group["lr"] = config.lr
     net = wrap(model) if wrap is not None else model
     flux_t, weight_t = _resident(flux, weight, device)
     history = list(state["history"])
@@ -123,6 +122,8 @@ def fit(
         epoch += 1
         started = time.perf_counter()
         beta = kl_schedule(epoch, config.kl_warmup, config.kl_weight)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(epoch, config)
         shard = _shard(train_index, _generator(config.seed, epoch), rank, world)
         noise = _generator(config.seed, epoch, rank, 1)
         net.train()
@@ -170,6 +171,14 @@ def fit(
                 }
             )
             emit({"record": record, "best_epoch": best_epoch, "state": packed})
+
+
+def learning_rate(epoch: int, config: TrainConfig) -> float:
+    """Cosine decay from ``lr`` to ``lr * LR_FLOOR`` over ``config.epochs`` (or constant)."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = (epoch - 1) / max(1, config.epochs - 1)
+    return config.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _resident(

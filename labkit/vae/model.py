@@ -27,6 +27,8 @@ FORMAT = "labkit.SpectrumVAE"
 FORMAT_VERSION = 1
 GRID_RTOL = 1e-6
 LOGVAR_RANGE = (-12.0, 8.0)
+REFINE_STEPS = 0  # gradient steps that refine latents before reconstructing (0: encoder only)
+REFINE_LR = 0.05
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -37,14 +39,21 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    """Standardised flux (N × P) → 2 × latent (posterior mean and log-variance)."""
+    """Standardised flux (N × P) → 2 × latent (posterior mean and log-variance).
 
-    def __init__(self, n_pixels: int, hidden: Sequence[int], latent_dim: int):
+    With ``see_mask`` the observed-pixel mask is a second input, so the encoder can tell a
+    masked pixel (entered as the mean) from an observed one that happens to be average.
+    """
+
+    def __init__(self, n_pixels: int, hidden: Sequence[int], latent_dim: int, see_mask: bool):
         super().__init__()
-        self.body = _mlp([n_pixels, *hidden])
+        self.see_mask = see_mask
+        self.body = _mlp([n_pixels * (2 if see_mask else 1), *hidden])
         self.head = nn.Linear(hidden[-1], 2 * latent_dim)
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        if self.see_mask:
+            x = torch.cat([x, observed], dim=1)
         return self.head(self.body(x))
 
 
@@ -100,6 +109,7 @@ class SpectrumVAE(nn.Module):
         encoder: str = "mlp",
         conv_channels: Sequence[int] = (16, 32, 32),
         conv_kernel: int = 9,
+        see_mask: bool = True,
     ):
         super().__init__()
         wave = np.asarray(wave, dtype=np.float64)
@@ -110,9 +120,10 @@ class SpectrumVAE(nn.Module):
             "encoder": encoder,
             "conv_channels": [int(c) for c in conv_channels],
             "conv_kernel": int(conv_kernel),
+            "see_mask": bool(see_mask),
         }
         if encoder == "mlp":
-            self.encoder = MLPEncoder(n_pixels, hidden, latent_dim)
+            self.encoder = MLPEncoder(n_pixels, hidden, latent_dim, see_mask)
         elif encoder == "conv":
             self.encoder = ConvEncoder(n_pixels, conv_channels, conv_kernel, hidden, latent_dim)
         else:
@@ -124,6 +135,7 @@ class SpectrumVAE(nn.Module):
         self.register_buffer("flux_mean", torch.zeros(n_pixels))
         self.register_buffer("flux_std", torch.ones(n_pixels))
         self.population = LatentPopulation(latent_dim)
+        self.refine_steps = REFINE_STEPS
 
     # -- the network ---------------------------------------------------------------------
     @property
@@ -224,13 +236,46 @@ class SpectrumVAE(nn.Module):
     def reconstruct(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
         """Model flux at the posterior mean of each spectrum (N × P float32)."""
         arrays = self._arrays(spectra)
-        return self.decode(self._encode(arrays, batch_size), batch_size)
+        parts = []
+        for flux, weight in self._batches(arrays, batch_size):
+            parts.append(self.decode_tensor(self.best_fit_latents(flux, weight)).cpu())
+        return torch.cat(parts).numpy().astype(np.float32)
 
     @torch.no_grad()
     def chi2_per_pixel(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
         """Reconstruction χ² per usable pixel of each spectrum (NaN for fully masked ones)."""
         arrays = self._arrays(spectra)
         return self._chi2_per_pixel(arrays, batch_size)[0]
+
+    def best_fit_latents(
+        self, flux: torch.Tensor, weight: torch.Tensor, steps: int | None = None
+    ) -> torch.Tensor:
+        """Latents that fit each spectrum best: the posterior mean, refined by gradient steps.
+
+        The encoder's guess is one forward pass (amortised); ``steps`` Adam steps on
+        χ²/2 + |z|²/2 per spectrum (the MAP under the prior, decoder fixed) close the gap
+        between that guess and the best the decoder can do, as a PCA fit does for its basis.
+        """
+        steps = self.refine_steps if steps is None else steps
+        with torch.no_grad():
+            mu, _ = self.posterior(flux, weight)
+        if steps <= 0:
+            return mu
+        z = mu.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=REFINE_LR)
+        best_z, best = mu.clone(), torch.full((len(mu),), float("inf"), device=mu.device)
+        with torch.enable_grad():
+            for _ in range(steps + 1):
+                objective = 0.5 * chi2_per_spectrum(self.decode_tensor(z), flux, weight)
+                objective = objective + 0.5 * z.pow(2).sum(dim=1)
+                with torch.no_grad():
+                    better = objective < best
+                    best = torch.where(better, objective, best)
+                    best_z[better] = z[better]
+                (grad,) = torch.autograd.grad(objective.sum(), z)
+                z.grad = grad
+                optimizer.step()
+        return best_z.detach()
 
     def _chi2_per_pixel(
         self, arrays: TrainingArrays, batch_size: int = 1024
@@ -241,7 +286,7 @@ class SpectrumVAE(nn.Module):
         try:
             with torch.no_grad():
                 for flux, weight in self._batches(arrays, batch_size):
-                    mu, _ = self.posterior(flux, weight)
+                    mu = self.best_fit_latents(flux, weight)
                     recon = self.decode_tensor(mu)
                     pixels = (weight > 0).sum(dim=1).to(flux.dtype)
                     value = chi2_per_spectrum(recon, flux, weight) / pixels

@@ -52,7 +52,7 @@ class TrainResult:
 def train(
     spectra: Any,
     config: TrainConfig | None = None,
-    cluster: Cluster | str | None = None,
+    cluster: Cluster | str | bool | None = None,
     resume: bool = False,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
@@ -62,9 +62,10 @@ def train(
     """Train a ``SpectrumVAE`` on preprocessed (rest-frame, one log-λ grid) spectra.
 
     ``cluster``: a ``Cluster`` (Ray: Ray Train with ``config.num_workers`` DDP workers; Dask:
-    the loop runs on one worker), ``"in-process"``, or ``None`` for the active cluster if any,
-    else in-process. ``checkpoint_dir`` (default: a new ``./vae-checkpoints/run-*``) receives a
-    checkpoint after every epoch; ``resume=True`` continues from its latest one (default: the
+    the loop runs on one worker), ``"in-process"`` or ``False`` (here, even when a cluster is
+    attached), or ``None`` for the active cluster if any, else in-process.
+    ``checkpoint_dir`` (default: a new ``./vae-checkpoints/run-*``) receives a checkpoint
+    after every epoch; ``resume=True`` continues from its latest one (default: the
     newest run under ``./vae-checkpoints``). ``callback(record)`` sees each epoch's record;
     setting ``stop`` (a ``threading.Event``) ends the run after the current epoch, as does
     Ctrl-C (which is then re-raised). Raises ``TrainingDataError``, ``ParameterError``,
@@ -144,7 +145,9 @@ def run_in_process(job: TrainJob, emit, stop: threading.Event) -> None:
         torch.set_num_threads(previous)
 
 
-def _choose_backend(cluster: Cluster | str | None) -> tuple[str, Cluster | None]:
+def _choose_backend(cluster: Cluster | str | bool | None) -> tuple[str, Cluster | None]:
+    if cluster is False:  # as labkit.spectra.preprocess spells "not on a cluster"
+        return IN_PROCESS, None
     if isinstance(cluster, str):
         if cluster != IN_PROCESS:
             raise ParameterError(

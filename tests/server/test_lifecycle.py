@@ -127,6 +127,8 @@ async def test_ray_lifecycle(api, jp_fetch, manager):
     first = manager.managed_pids()
     entry = next(e for e in read_registry() if e.name == "ray-1")
     assert entry.token_file and entry.address == card["address"]  # token auth is on
+    # A kernel of this server attaches by name, with the token the registry names.
+    assert await asyncio.to_thread(_map_on, "ray-1") == [0, 1, 4, 9]
 
     # The Ray dashboard answers through the Jupyter server's proxy.
     assert card["dashboard_url"].startswith("/a%40b/proxy/")

@@ -23,10 +23,29 @@ async def test_empty_listing(api):
     assert await api("GET", "clusters") == (200, [])
 
 
-async def test_runs_listing_is_a_list(api):
+async def test_runs_lists_frozen_bundles_under_the_server_root(api, jp_root_dir, monkeypatch):
+    import nbformat
+
+    from labkit.runs import freeze
+
+    monkeypatch.delenv("LABKIT_RUNS_DIR", raising=False)
+    assert await api("GET", "runs") == (200, [])
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells.append(nbformat.v4.new_code_cell("alpha = 1", metadata={"tags": ["parameters"]}))
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, jp_root_dir / "study.ipynb")
+    freeze(jp_root_dir / "study.ipynb", name="study-v1", out=jp_root_dir / "runs")
+
     status, runs = await api("GET", "runs")
     assert status == 200
-    assert isinstance(runs, list)
+    [bundle] = runs
+    assert (bundle["kind"], bundle["name"], bundle["status"]) == ("bundle", "study-v1", "frozen")
+    assert bundle["path"] == "runs/study-v1"
+    assert bundle["parameters"] == {"alpha": "1"}
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)

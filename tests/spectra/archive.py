@@ -36,9 +36,20 @@ EXP_FIBERMAP = (
     "FIBER_DEC:D PSF_TO_FIBER_SPECFLUX:D"
 )
 SCORES = "TARGETID:K " + " ".join(
-    [f"{k}_COADD_{q}_{a}:E" for a in "BRZ" for k, q in (("INTEG", "FLUX"), ("MEDIAN", "FLUX"), ("MEDIAN", "SNR"))]
-    + [f"TSNR2_{t}_{a}:E" for a in "BRZ" for t in ("GPBDARK", "ELG", "GPBBRIGHT", "LYA", "BGS", "GPBBACKUP", "QSO", "LRG")]
-    + [f"TSNR2_{t}:E" for t in ("GPBDARK", "ELG", "GPBBRIGHT", "LYA", "BGS", "GPBBACKUP", "QSO", "LRG")]
+    [
+        f"{k}_COADD_{q}_{a}:E"
+        for a in "BRZ"
+        for k, q in (("INTEG", "FLUX"), ("MEDIAN", "FLUX"), ("MEDIAN", "SNR"))
+    ]
+    + [
+        f"TSNR2_{t}_{a}:E"
+        for a in "BRZ"
+        for t in ("GPBDARK", "ELG", "GPBBRIGHT", "LYA", "BGS", "GPBBACKUP", "QSO", "LRG")
+    ]
+    + [
+        f"TSNR2_{t}:E"
+        for t in ("GPBDARK", "ELG", "GPBBRIGHT", "LYA", "BGS", "GPBBACKUP", "QSO", "LRG")
+    ]
 )
 # DESI arm grids: (first, last) Å at 0.8 Å; neighbours overlap on 51 (B/R) and 126 (R/Z) pixels
 ARMS = {"B": (3600.0, 5800.0), "R": (5760.0, 7620.0), "Z": (7520.0, 9824.0)}
@@ -52,7 +63,10 @@ STEP = 0.8000000000001819  # the step DESI's grids carry, 0.8 Å plus float roun
 
 def arm_waves() -> dict[str, np.ndarray]:
     """Arm grids as DESI's pipeline makes them: overlaps equal only to float rounding."""
-    return {arm: lo + STEP * np.arange(int(round((hi - lo) / 0.8)) + 1) for arm, (lo, hi) in ARMS.items()}
+    return {
+        arm: lo + STEP * np.arange(int(round((hi - lo) / 0.8)) + 1)
+        for arm, (lo, hi) in ARMS.items()
+    }
 
 
 def _table(spec: str, n: int, name: str, values: dict) -> fits.BinTableHDU:
@@ -81,13 +95,23 @@ def write_desi_coadd(
     n = len(targetid)
     waves = arm_waves()
     primary = fits.PrimaryHDU()
-    for key, value in (("SPGRP", "cumulative"), ("SPGRPVAL", 20210419), ("NIGHT", 20210419),
-                       ("TILEID", 169), ("SPECTRO", 5), ("PETAL", 5), ("FIBERMIN", 2500),
-                       ("INFIL000", "spectra-5-169-thru20210419.fits"), ("LONGSTRN", "OGIP 1.0")):
+    for key, value in (
+        ("SPGRP", "cumulative"),
+        ("SPGRPVAL", 20210419),
+        ("NIGHT", 20210419),
+        ("TILEID", 169),
+        ("SPECTRO", 5),
+        ("PETAL", 5),
+        ("FIBERMIN", 2500),
+        ("INFIL000", "spectra-5-169-thru20210419.fits"),
+        ("LONGSTRN", "OGIP 1.0"),
+    ):
         primary.header[key] = value
     alive = np.array([iv.any() for iv in ivar["B"]])
     fibermap = _table(
-        FIBERMAP, n, "FIBERMAP",
+        FIBERMAP,
+        n,
+        "FIBERMAP",
         {
             "TARGETID": np.asarray(targetid, np.int64),
             "COADD_FIBERSTATUS": np.where(alive, 0, 512),
@@ -167,9 +191,15 @@ def write_sdss_spec(
 ) -> Path:
     """An SDSS spec-lite file: HDU 1 COADD, HDU 2 SPALL (one row), HDU 3 SPZLINE."""
     primary = fits.PrimaryHDU()
-    for key, value in (("TELESCOP", "SDSS 2.5-M"), ("PLATEID", plate), ("MJD", mjd),
-                       ("FIBERID", fiberid), ("BUNIT", "1E-17 erg/cm^2/s/Ang"),
-                       ("COEFF0", float(loglam[0])), ("COEFF1", 1e-4)):
+    for key, value in (
+        ("TELESCOP", "SDSS 2.5-M"),
+        ("PLATEID", plate),
+        ("MJD", mjd),
+        ("FIBERID", fiberid),
+        ("BUNIT", "1E-17 erg/cm^2/s/Ang"),
+        ("COEFF0", float(loglam[0])),
+        ("COEFF1", 1e-4),
+    ):
         primary.header[key] = value
     p = loglam.size
     coadd = fits.BinTableHDU.from_columns(
@@ -204,7 +234,10 @@ def write_sdss_spec(
         name="SPALL",
     )
     zline = fits.BinTableHDU.from_columns(
-        [fits.Column("LINENAME", "13A", array=["H_alpha"]), fits.Column("LINEWAVE", "D", array=[6564.61])],
+        [
+            fits.Column("LINENAME", "13A", array=["H_alpha"]),
+            fits.Column("LINEWAVE", "D", array=[6564.61]),
+        ],
         name="SPZLINE",
     )
     fits.HDUList([primary, coadd, spall, zline]).writeto(path)

@@ -12,7 +12,9 @@ import pytest
 from labkit.spectra import mock_survey
 from tests.spectra.archive import arm_waves, write_desi_coadd, write_redrock
 
-REAL_DESI = Path(os.environ.get("LABKIT_DESI_DATA", Path(__file__).parents[3] / "shared" / "data" / "desi"))
+REAL_DESI = Path(
+    os.environ.get("LABKIT_DESI_DATA", Path(__file__).parents[3] / "shared" / "data" / "desi")
+)
 LINE_REST = 5008.24  # [O III]: the line every live fixture spectrum carries
 
 
@@ -60,7 +62,12 @@ def desi_archive(tmp_path_factory) -> DesiArchive:
     rng = np.random.default_rng(42)
     layouts = [
         (np.array([-1695072, 39633297352951412, -1695064, -1695073, 39633300968442591]), [0, 2, 3]),
-        (np.array([-2713437, -2713415, 39627866878511337, 616088619186127404, 39627866878514741]), [0, 1]),
+        (
+            np.array(
+                [-2713437, -2713415, 39627866878511337, 616088619186127404, 39627866878514741]
+            ),
+            [0, 1],
+        ),
     ]
     coadds, redrock, ids, zs, live = [], [], [], [], []
     for k, (targetid, dead) in enumerate(layouts):
@@ -73,7 +80,9 @@ def desi_archive(tmp_path_factory) -> DesiArchive:
         ids.append(targetid)
         zs.append(z)
         live.append(alive)
-    return DesiArchive(folder, coadds, redrock, np.concatenate(ids), np.concatenate(zs), np.concatenate(live))
+    return DesiArchive(
+        folder, coadds, redrock, np.concatenate(ids), np.concatenate(zs), np.concatenate(live)
+    )
 
 
 @pytest.fixture(scope="session")

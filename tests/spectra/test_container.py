@@ -56,7 +56,10 @@ def test_units_meet_the_user_at_the_edges():
     [
         ({"wave": np.array([3.0, 2.0, 1.0])}, "increase"),
         ({"wave": np.linspace(1, 2, 3) * u.s}, "must be a length"),
-        ({"flux": np.ones((2, 4)), "ivar": np.ones((2, 4))}, "4 pixels per spectrum but wave has 3"),
+        (
+            {"flux": np.ones((2, 4)), "ivar": np.ones((2, 4))},
+            "4 pixels per spectrum but wave has 3",
+        ),
         ({"ivar": np.ones((2, 2))}, "ivar has shape"),
         ({"ivar": -np.ones((2, 3))}, "negative in rows 0, 1"),
         ({"meta": Table({"targetid": [1]})}, "meta has 1 rows but there are 2"),
@@ -114,7 +117,9 @@ def test_grids_that_do_not_line_up_are_resampled_with_a_warning():
         both = concatenate([linear, log])
     steps = np.diff(np.log10(both.wave))
     assert np.allclose(steps, 1e-4)
-    assert np.allclose(both.flux[0][~both.mask[0]], 3.0) and np.allclose(both.flux[1][~both.mask[1]], 5.0)
+    assert np.allclose(both.flux[0][~both.mask[0]], 3.0) and np.allclose(
+        both.flux[1][~both.mask[1]], 5.0
+    )
 
 
 def test_concatenate_refuses_what_cannot_be_stacked():

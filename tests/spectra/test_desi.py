@@ -20,7 +20,12 @@ def layout(path):
             if isinstance(hdu, fits.BinTableHDU):
                 detail = [(c.name, c.format) for c in hdu.columns]
             elif hdu.data is not None:
-                detail = (str(hdu.data.dtype.newbyteorder("=")), hdu.data.ndim, hdu.header.get("BUNIT"), hdu.header.get("BZERO"))
+                detail = (
+                    str(hdu.data.dtype.newbyteorder("=")),
+                    hdu.data.ndim,
+                    hdu.header.get("BUNIT"),
+                    hdu.header.get("BZERO"),
+                )
             else:
                 detail = None
             hdus.append((hdu.name, kind, detail))
@@ -77,7 +82,9 @@ def test_real_overlaps_are_combined_by_inverse_variance():
 @needs_real_desi
 def test_real_files_take_redshifts_joined_by_targetid():
     ids = read(real_desi_files()).meta["targetid"]
-    table = Table({"TARGETID": list(ids[::-1]) + [12345], "Z": np.arange(11) * 0.1, "SPECTYPE": ["QSO"] * 11})
+    table = Table(
+        {"TARGETID": list(ids[::-1]) + [12345], "Z": np.arange(11) * 0.1, "SPECTYPE": ["QSO"] * 11}
+    )
     spectra = read(real_desi_files(), redshifts=table, progress=False)
     np.testing.assert_allclose(spectra.meta["z"], np.arange(10)[::-1] * 0.1)
     assert set(spectra.meta["spectype"]) == {"QSO"}
@@ -103,7 +110,9 @@ def test_merge_uses_the_good_arm_where_the_other_is_masked():
     flux_b, flux_r = np.array([[1.0, 2.0, 3.0]]), np.array([[10.0, 20.0, 30.0]])
     ivar_b, ivar_r = np.array([[1.0, 1.0, 3.0]]), np.array([[1.0, 1.0, 1.0]])
     good_b, good_r = np.array([[True, False, True]]), np.array([[True, True, True]])
-    wave, flux, ivar, mask = merge_arms([(wave_b, flux_b, ivar_b, good_b), (wave_r, flux_r, ivar_r, good_r)])
+    wave, flux, ivar, mask = merge_arms(
+        [(wave_b, flux_b, ivar_b, good_b), (wave_r, flux_r, ivar_r, good_r)]
+    )
     np.testing.assert_array_equal(wave, [1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(flux[0], [1.0, 10.0, (9.0 + 20.0) / 4.0, 30.0])
     np.testing.assert_allclose(ivar[0], [1.0, 1.0, 4.0, 1.0])
@@ -112,10 +121,15 @@ def test_merge_uses_the_good_arm_where_the_other_is_masked():
 
 def test_redshifts_come_from_a_redrock_file_or_glob(desi_archive):
     by_file = read(desi_archive.coadds, redshifts=desi_archive.redrock, progress=False)
-    by_glob = read(str(desi_archive.folder / "coadd-*.fits"), redshifts=str(desi_archive.folder / "redrock-*.fits"))
+    by_glob = read(
+        str(desi_archive.folder / "coadd-*.fits"),
+        redshifts=str(desi_archive.folder / "redrock-*.fits"),
+    )
     for spectra in (by_file, by_glob):
         np.testing.assert_allclose(spectra.meta["z"], desi_archive.z)
-        assert list(spectra.meta["spectype"][desi_archive.live]) == ["GALAXY"] * int(desi_archive.live.sum())
+        assert list(spectra.meta["spectype"][desi_archive.live]) == ["GALAXY"] * int(
+            desi_archive.live.sum()
+        )
 
 
 def test_round_trip_through_the_desi_layout(tmp_path, small_mock):

@@ -22,8 +22,16 @@ def sdss_files(tmp_path):
         ivar[200] = 0.0
         paths.append(
             write_sdss_spec(
-                tmp_path / f"spec-7{k}00-57000-{k + 1:04d}.fits", loglam, flux, ivar, and_mask,
-                plate=7000 + 100 * k, mjd=57000, fiberid=k + 1, z=0.1 * (k + 1), cls=["GALAXY", "QSO", "STAR"][k],
+                tmp_path / f"spec-7{k}00-57000-{k + 1:04d}.fits",
+                loglam,
+                flux,
+                ivar,
+                and_mask,
+                plate=7000 + 100 * k,
+                mjd=57000,
+                fiberid=k + 1,
+                z=0.1 * (k + 1),
+                cls=["GALAXY", "QSO", "STAR"][k],
             )
         )
     return paths
@@ -39,7 +47,9 @@ def test_files_with_different_starts_share_the_sdss_grid(sdss_files):
     for row, offset in offsets.items():
         usable = ~spectra.mask[row]
         assert not usable[:offset].any() and not usable[offset + sizes[row] :].any()
-        np.testing.assert_allclose(spectra.flux[row, offset + 300 : offset + 400], 10.0 + row, atol=0.5)
+        np.testing.assert_allclose(
+            spectra.flux[row, offset + 300 : offset + 400], 10.0 + row, atol=0.5
+        )
         assert spectra.mask[row, offset + 100 : offset + 103].all()  # and_mask bits
         assert spectra.mask[row, offset + 200] and spectra.ivar[row, offset + 200] == 0  # ivar 0
 
@@ -48,7 +58,11 @@ def test_meta_comes_from_the_spall_row(sdss_files):
     meta = read(sdss_files, progress=False).meta
     assert list(meta["spectype"]) == ["GALAXY", "QSO", "STAR"]
     np.testing.assert_allclose(meta["z"], [0.1, 0.2, 0.3], rtol=1e-6)
-    assert list(meta["targetid"]) == [7000 * 10**9 + 57000 * 10**4 + 1, 7100 * 10**9 + 57000 * 10**4 + 2, 7200 * 10**9 + 57000 * 10**4 + 3]
+    assert list(meta["targetid"]) == [
+        7000 * 10**9 + 57000 * 10**4 + 1,
+        7100 * 10**9 + 57000 * 10**4 + 2,
+        7200 * 10**9 + 57000 * 10**4 + 3,
+    ]
     assert list(meta["plate"]) == [7000, 7100, 7200] and set(meta["survey"]) == {"sdss"}
 
 
@@ -59,12 +73,32 @@ def test_round_trip_through_the_sdss_layout(tmp_path):
     back = read(tmp_path / "sdss", progress=False)
     for name in ("wave", "flux", "ivar", "mask"):
         np.testing.assert_array_equal(getattr(back, name), getattr(spectra, name), err_msg=name)
-    for column in ("targetid", "spectype", "label", "is_anomaly", "subtype", "plate", "mjd", "fiberid"):
+    for column in (
+        "targetid",
+        "spectype",
+        "label",
+        "is_anomaly",
+        "subtype",
+        "plate",
+        "mjd",
+        "fiberid",
+    ):
         assert list(back.meta[column]) == list(spectra.meta[column]), column
-    np.testing.assert_allclose(back.meta["z"], spectra.meta["z"], rtol=1e-6, atol=1e-9)  # Z is float32
+    np.testing.assert_allclose(
+        back.meta["z"], spectra.meta["z"], rtol=1e-6, atol=1e-9
+    )  # Z is float32
     with fits.open(paths[0]) as hdul:
         assert [h.name for h in hdul][:3] == ["PRIMARY", "COADD", "SPALL"]
-        assert {c.name for c in hdul["COADD"].columns} >= {"flux", "loglam", "ivar", "and_mask", "or_mask", "wdisp", "sky", "model"}
+        assert {c.name for c in hdul["COADD"].columns} >= {
+            "flux",
+            "loglam",
+            "ivar",
+            "and_mask",
+            "or_mask",
+            "wdisp",
+            "sky",
+            "model",
+        }
 
 
 def test_spectra_without_plate_ids_keep_their_targetid(tmp_path, small_mock):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import nbformat
 
 from labkit.clusters.registry import read_registry
+from labkit.runs import freeze
 from labkit.server.processes import pid_alive
 from tests.conftest import free_port, stop_process, wait_for
 
@@ -29,11 +30,16 @@ def _drive_the_panel(lab, page, tmp_path):
         "language": "python",
     }
     nbformat.write(notebook, lab.root / "analysis.ipynb")
+    freeze(lab.root / "analysis.ipynb", name="analysis-v1", out=lab.root / "runs")
 
     page.goto(lab.page_url("/lab/tree/analysis.ipynb"), wait_until="domcontentloaded")
     page.locator(".jp-SideBar [data-id='labkit-clusters']").click(timeout=90_000)
     panel = page.locator("#labkit-clusters")
     panel.locator(".labkit-empty").first.wait_for(timeout=30_000)
+    # The Runs section lists what GET /labkit/api/runs returns.
+    run = panel.locator(".labkit-run[data-kind='bundle']")
+    run.wait_for(timeout=30_000)
+    assert "analysis-v1" in run.inner_text() and "runs/analysis-v1" in run.inner_text()
 
     # Start a one-worker Dask cluster from the panel and watch its card become running.
     panel.locator(".labkit-workers-input").fill("1")
@@ -68,6 +74,7 @@ def _drive_the_panel(lab, page, tmp_path):
     output = page.locator(".jp-OutputArea-output").filter(has_text="dask cluster")
     output.first.wait_for(timeout=120_000)
     assert "tcp://127.0.0.1" in output.first.inner_text()
+    page.locator(".jp-Cell .jp-InputPrompt").filter(has_text="[1]").wait_for(timeout=60_000)
 
     screenshot = tmp_path / "labkit-panel.png"
     page.screenshot(path=str(screenshot))
