@@ -9,7 +9,7 @@ from labkit.clusters.address import Target, parse_address
 from labkit.clusters.announce import announce
 from labkit.clusters.backends import backend_class
 from labkit.clusters.base import Cluster
-from labkit.clusters.registry import find_cluster
+from labkit.clusters.registry import ClusterEntry, find_cluster
 from labkit.errors import ConnectError, NotConnectedError
 
 DEFAULT_TIMEOUT = 30.0
@@ -17,8 +17,8 @@ DEFAULT_TIMEOUT = 30.0
 _active: Cluster | None = None
 
 
-def resolve(address: str | None, backend: str | None = None) -> tuple[Target, str | None]:
-    """The target for ``address`` and the token file a registry entry names, if any."""
+def resolve(address: str | None, backend: str | None = None) -> tuple[Target, ClusterEntry | None]:
+    """The target for ``address``, and the registry entry when ``address`` is a name."""
     target = parse_address(address, backend)
     if target.kind != "name":
         return target, None
@@ -31,7 +31,7 @@ def resolve(address: str | None, backend: str | None = None) -> tuple[Target, st
             address=entry.address,
             backend=backend,
         )
-    return resolved, entry.token_file
+    return resolved, entry
 
 
 def connect(
@@ -52,15 +52,19 @@ def connect(
     global _active
     _check_number("workers", workers, allow_none=True)
     _check_number("timeout", timeout)
-    target, registered_token = resolve(address, backend)
-    cls = backend_class(target.backend)
-    cluster = cls.connect(
+    target, entry = resolve(address, backend)
+    if token_file is None and entry is not None:
+        token_file = entry.token_file
+    cluster = backend_class(target.backend).connect(
         target,
         workers=workers,
         timeout=float(timeout),
-        token_file=os.fspath(token_file) if token_file is not None else registered_token,
+        token_file=os.fspath(token_file) if token_file is not None else None,
         release_previous=disconnect,
     )
+    if entry is not None and entry.dashboard_url:
+        # the server's proxied link works where only the Jupyter port is reachable (Binder)
+        cluster.dashboard_url = entry.dashboard_url
     _active = cluster
     announce(cluster)  # a local cluster shows in the JupyterLab sidebar
     return cluster

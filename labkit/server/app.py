@@ -5,6 +5,7 @@ from __future__ import annotations
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Type
 
+from labkit.server.dashboards import DASHBOARD_ROUTE, DashboardProxyHandler
 from labkit.server.handlers import ClusterHandler, ClustersHandler, RunsHandler
 from labkit.server.manager import ClusterManager
 
@@ -15,6 +16,7 @@ ROUTES = [
     (rf"{API}/clusters/?", ClustersHandler),
     (rf"{API}/clusters/{CLUSTER_ID}/?", ClusterHandler),
     (rf"{API}/runs/?", RunsHandler),
+    (rf"/{DASHBOARD_ROUTE}/{CLUSTER_ID}(?P<proxied_path>/.*)", DashboardProxyHandler),
 ]
 
 
@@ -34,9 +36,7 @@ class LabkitServerApp(ExtensionApp):
     def initialize_settings(self) -> None:
         manager = self.cluster_manager_class(parent=self, log=self.log)
         manager.base_url = self.serverapp.base_url
-        extensions = self.serverapp.extension_manager.extensions
-        proxy = extensions.get("jupyter_server_proxy")
-        manager.proxy_available = bool(proxy and proxy.enabled)
+        manager.proxy_available = True  # DashboardProxyHandler is in ROUTES
         self.cluster_manager = manager
         self.settings["labkit_cluster_manager"] = manager
 

@@ -32,12 +32,22 @@ from labkit.errors import (
     RegistryError,
     UnsupportedOperation,
 )
+from labkit.server.dashboards import DASHBOARD_ROUTE
 from labkit.server.launchers import LAUNCHERS, DaskLauncher, Launcher
 from labkit.server.probes import Health, probe
 from labkit.server.processes import pid_alive
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1", "::"}
+
+
+@dataclass(frozen=True)
+class DashboardTarget:
+    """Where the Jupyter server forwards a cluster's dashboard requests, and with what token."""
+
+    host: str
+    port: int
+    token: str | None = None
 
 
 @dataclass
@@ -94,19 +104,21 @@ class ClusterManager(LoggingConfigurable):
     proxy_dashboards = Bool(
         True,
         config=True,
-        help="Report dashboards of clusters on this machine as paths proxied by the Jupyter "
-        "server (jupyter-server-proxy), so they work where only Jupyter's port is reachable.",
+        help="Serve dashboards of clusters on this machine through the Jupyter server "
+        "(/labkit/dashboard/ID/, on jupyter-server-proxy), so they work where only Jupyter's "
+        "port is reachable; otherwise report their own http://host:port address.",
     )
     list_kernel_clusters = Bool(
         True, config=True, help="Also list the local clusters that kernels started themselves."
     )
     base_url = Unicode("/", help="The Jupyter server's base URL, for proxied dashboard links.")
-    proxy_available = Bool(False, help="Whether jupyter-server-proxy is enabled in this server.")
+    proxy_available = Bool(False, help="Whether the dashboard proxy route is served.")
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._clusters: dict[str, ClusterRecord] = {}
         self._owned: set[str] = set()
+        self._dashboards: dict[str, str] = {}  # cluster id -> "host:port" the cluster reported
         # Processes are spawned from this one long-lived thread: Linux delivers the
         # parent-death signal when the spawning *thread* ends, so it must outlive them.
         self._process_thread = ThreadPoolExecutor(1, thread_name_prefix="labkit-processes")
@@ -117,6 +129,8 @@ class ClusterManager(LoggingConfigurable):
         records = list(self._clusters.values())
         if self.list_kernel_clusters:
             records += await asyncio.to_thread(self._kernel_records)
+        ids = {record.id for record in records}
+        self._dashboards = {key: value for key, value in self._dashboards.items() if key in ids}
         return list(await asyncio.gather(*(self._describe(record) for record in records)))
 
     async def get_cluster(self, cluster_id: str) -> dict[str, Any]:
@@ -230,6 +244,7 @@ class ClusterManager(LoggingConfigurable):
             await self._in_process_thread(record.launcher.stop)
             self.log.info("labkit: stopped %s cluster %s", record.backend, record.name)
         self._clusters.pop(record.id, None)
+        self._dashboards.pop(record.id, None)
         self._write_registry()
 
     async def shutdown(self) -> None:
@@ -260,14 +275,35 @@ class ClusterManager(LoggingConfigurable):
             for pid in record.launcher.pids()
         ]
 
+    async def dashboard_target(self, cluster_id: str) -> DashboardTarget | None:
+        """Where to forward the dashboard of ``cluster_id``; None when not on this machine."""
+        record = await self._find(cluster_id)
+        hostport = self._dashboard_address(record)
+        if hostport is None and not record.managed:
+            health = await probe(
+                record.backend, record.address, self.probe_timeout, record.token_file
+            )
+            hostport = health.dashboard
+        if not hostport:
+            return None
+        host, port = split_host_port(hostport)
+        if host not in LOCAL_HOSTS and not (record.managed and host == self.bind_host):
+            return None
+        if host in ("0.0.0.0", "::", "localhost"):
+            host = "127.0.0.1"
+        token = None
+        if record.backend == "ray":
+            from labkit.clusters.ray_auth import find_token
+
+            found = await asyncio.to_thread(find_token, record.token_file)
+            token = found.value if found else None
+        return DashboardTarget(host, port, token)
+
     # -- description ------------------------------------------------------------------
     async def _describe(self, record: ClusterRecord) -> dict[str, Any]:
         status, error, health = await self._status(record)
-        dashboard = None
-        if record.launcher is not None and record.launcher.dashboard_port:
-            dashboard = f"{record.launcher.host}:{record.launcher.dashboard_port}"
-        elif health is not None:
-            dashboard = health.dashboard
+        if health is not None and health.dashboard and not record.managed:
+            self._dashboards[record.id] = health.dashboard
         return {
             "id": record.id,
             "name": record.name,
@@ -278,7 +314,7 @@ class ClusterManager(LoggingConfigurable):
             "cpus": health.cpus if health else None,
             "gpus": health.gpus if health else None,
             "memory_bytes": health.memory_bytes if health else None,
-            "dashboard_url": self._dashboard_url(dashboard, record.backend),
+            "dashboard_url": self._dashboard_url(record),
             "managed": record.managed,
             "origin": record.origin,
             "requested_workers": record.requested,
@@ -316,17 +352,27 @@ class ClusterManager(LoggingConfigurable):
             return record.phase, None, health
         return "error", health.error, health
 
-    def _dashboard_url(self, hostport: str | None, backend: str) -> str | None:
+    def _dashboard_address(self, record: ClusterRecord) -> str | None:
+        """The dashboard's "host:port": known for managed clusters, else as last reported."""
+        launcher = record.launcher
+        if launcher is not None:
+            return f"{launcher.host}:{launcher.dashboard_port}" if launcher.dashboard_port else None
+        return self._dashboards.get(record.id)
+
+    def _dashboard_url(self, record: ClusterRecord) -> str | None:
+        """The link the sidebar shows: proxied through Jupyter when on this machine."""
+        hostport = self._dashboard_address(record)
         if not hostport:
             return None
         try:
             host, port = split_host_port(hostport)
         except ValueError:
             return None
-        page = "status" if backend == "dask" else ""
-        if self.proxy_dashboards and self.proxy_available and host in LOCAL_HOSTS:
+        page = "status" if record.backend == "dask" else ""
+        local = host in LOCAL_HOSTS or (record.managed and host == self.bind_host)
+        if self.proxy_dashboards and self.proxy_available and local:
             base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
-            return f"{base}proxy/{port}/{page}"
+            return f"{base}{DASHBOARD_ROUTE}/{record.id}/{page}"
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/{page}"
 
@@ -421,12 +467,7 @@ class ClusterManager(LoggingConfigurable):
                 name=record.name,
                 backend=record.backend,
                 address=record.address,
-                dashboard_url=self._dashboard_url(
-                    f"{record.launcher.host}:{record.launcher.dashboard_port}"
-                    if record.launcher and record.launcher.dashboard_port
-                    else None,
-                    record.backend,
-                ),
+                dashboard_url=self._dashboard_url(record),
                 managed=record.managed,
                 pids=record.launcher.pids() if record.launcher else [],
                 token_file=record.token_file,

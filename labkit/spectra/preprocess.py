@@ -22,9 +22,9 @@ from labkit.spectra.container import Spectra
 from labkit.spectra.grids import SDSS_DLOG, as_angstrom, check_wave, log_grid, pixel_edges
 from labkit.spectra.resample import place, resample_windows
 
-WORK_BYTES = 96 * 2**20  # working memory one chunk may take on a worker
-BYTES_PER_PIXEL = 80  # float64 temporaries per (row, input + output pixel) in resample
-IN_FLIGHT_PER_SLOT = 4  # chunks sent per worker slot before waiting for results
+CHUNK_BYTES = 8 * 2**20  # input data per chunk sent to a worker (about 100 DESI spectra)
+IN_FLIGHT_PER_SLOT = 8  # chunks sent per worker slot before waiting for results
+IN_FLIGHT_BYTES = 512 * 2**20  # and at most this much data travelling at once
 
 
 def rest_grid(start: Any, stop: Any, dlog: float = SDSS_DLOG) -> np.ndarray:
@@ -37,35 +37,49 @@ def rest_grid(start: Any, stop: Any, dlog: float = SDSS_DLOG) -> np.ndarray:
 
 @dataclass
 class Block:
-    """What a worker needs for one chunk of rows."""
+    """What a worker needs for one chunk of rows (masked pixels have ivar 0, as in Spectra)."""
 
     wave: np.ndarray
     flux: np.ndarray
     ivar: np.ndarray
-    mask: np.ndarray
     z: np.ndarray
     grid: np.ndarray
 
 
-def process_block(block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rest-frame flux, ivar, mask and norm for one chunk (runs on a worker)."""
+@dataclass
+class Windows:
+    """A chunk's result: each row's window of the grid, starting at pixel ``first``.
+
+    Workers send windows, not whole rows: a redshifted spectrum covers only part of a wide
+    rest-frame grid, so this is a fraction of the data to ship back.
+    """
+
+    first: np.ndarray  # (N,) first grid pixel of each row's window
+    flux: np.ndarray  # (N, W) float32
+    ivar: np.ndarray  # (N, W) float32
+    ok: np.ndarray  # (N, W) bool, usable
+    norm: np.ndarray  # (N,) rest-frame flux level divided out; NaN for rows with no usable pixel
+
+    def place(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, norm: np.ndarray) -> None:
+        """Write into (N, M) arrays prepared as zeros, zeros, ones (masked) and (N,)."""
+        place(self.first, self.flux, flux)
+        place(self.first, self.ivar, ivar)
+        place(self.first, ~self.ok, mask)
+        norm[:] = self.norm
+
+
+def process_block(block: Block) -> Windows:
+    """Rest-frame flux, ivar and usable pixels of one chunk, normalised (runs on a worker)."""
     scale = 1.0 + np.where(np.isfinite(block.z), block.z, 0.0)
-    edges = pixel_edges(block.grid)
     first, flux, ivar, ok = resample_windows(
-        block.wave, block.flux, block.ivar, block.mask, edges, scale
+        block.wave, block.flux, block.ivar, block.ivar <= 0, pixel_edges(block.grid), scale
     )
     # normalising makes the rest-frame factor f_rest = f_obs (1+z) cancel; it stays in norm
     level = robust_level(flux, ~ok)
     flux /= level[:, None]
     ivar *= level[:, None] ** 2
-    norm = level * scale
-    shape = (len(scale), block.grid.size)
-    return (
-        place(first, flux, np.zeros(shape, dtype=np.float32)),
-        place(first, ivar, np.zeros(shape, dtype=np.float32)),
-        ~place(first, ok, np.zeros(shape, dtype=bool)),
-        norm,
-    )
+    norm = np.where(ok.any(axis=1), level * scale, np.nan)
+    return Windows(first, flux.astype(np.float32), ivar.astype(np.float32), ok, norm)
 
 
 def robust_level(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -111,11 +125,15 @@ def default_grid(spectra: Spectra) -> np.ndarray:
     )
 
 
+def _redshifts(spectra: Spectra) -> np.ndarray:
+    return np.ma.filled(np.ma.asarray(spectra.meta["z"], dtype=np.float64), np.nan)
+
+
 def _usable_redshifts(spectra: Spectra) -> np.ndarray:
     """z per row; raises naming target ids for usable rows without a (sane) redshift."""
     if spectra.frame != "observed":
         raise SpectraError("these spectra are already in the rest frame (preprocessed)")
-    z = np.ma.filled(np.ma.asarray(spectra.meta["z"], dtype=np.float64), np.nan)
+    z = _redshifts(spectra)
     usable = (~spectra.mask & (spectra.ivar > 0)).any(axis=1)
     missing = usable & ~np.isfinite(z)
     ids = np.asarray(spectra.meta["targetid"])
@@ -137,8 +155,8 @@ def _usable_redshifts(spectra: Spectra) -> np.ndarray:
     return z
 
 
-def _chunk_size(n_in: int, n_out: int) -> int:
-    return int(np.clip(WORK_BYTES // ((n_in + n_out) * BYTES_PER_PIXEL), 8, 4096))
+def _chunk_size(n_in: int) -> int:
+    return int(np.clip(CHUNK_BYTES // (n_in * 9), 8, 4096))  # float32 flux, ivar; bool mask
 
 
 def _resolve_cluster(cluster: Any):
@@ -168,38 +186,63 @@ def preprocess_chunks(
     if grid is None:
         raise ParameterError("preprocess_chunks needs a grid; make one with rest_grid(start, stop)")
     grid = _check_grid(grid)
+    for chunk, result in _stream(chunks, grid, cluster, progress, total):
+        n = len(chunk)
+        flux = np.zeros((n, grid.size), dtype=np.float32)
+        ivar = np.zeros((n, grid.size), dtype=np.float32)
+        mask = np.ones((n, grid.size), dtype=bool)
+        meta = chunk.meta.copy()
+        norm = np.empty(n)
+        result.place(flux, ivar, mask, norm)
+        meta["norm"] = norm
+        meta.meta["frame"] = "rest"
+        yield Spectra._trusted(
+            grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"
+        )
+
+
+def _stream(
+    chunks, grid, cluster, progress, total, checked=False
+) -> Iterator[tuple[Spectra, Windows]]:
+    """(chunk, result) in order; on a cluster a bounded number of chunks is in flight.
+
+    ``checked``: the caller already refused rows without usable redshifts.
+    """
     cluster = _resolve_cluster(cluster)
     from tqdm.auto import tqdm
 
-    window = 1 if cluster is None else IN_FLIGHT_PER_SLOT * max(1, int(cluster.resources()["cpus"]))
+    slots = 0 if cluster is None else max(1, int(cluster.resources()["cpus"]))
     with tqdm(total=total, desc="preprocess", unit="spectrum", disable=not progress) as bar:
         pending: list[tuple[Spectra, Block]] = []
         for chunk in chunks:
             if not isinstance(chunk, Spectra):
                 raise ParameterError(f"preprocess needs Spectra, got {type(chunk).__name__}")
-            z = _usable_redshifts(chunk)
-            pending.append((chunk, Block(chunk.wave, chunk.flux, chunk.ivar, chunk.mask, z, grid)))
-            if len(pending) >= window:
-                yield from _run(pending, cluster, grid, bar)
+            z = _redshifts(chunk) if checked else _usable_redshifts(chunk)
+            pending.append((chunk, Block(chunk.wave, chunk.flux, chunk.ivar, z, grid)))
+            if len(pending) >= _window(slots, chunk, grid):
+                yield from _run(pending, cluster, bar)
                 pending = []
         if pending:
-            yield from _run(pending, cluster, grid, bar)
+            yield from _run(pending, cluster, bar)
 
 
-def _run(pending, cluster, grid, bar) -> Iterator[Spectra]:
+def _window(slots: int, chunk: Spectra, grid: np.ndarray) -> int:
+    """Chunks to send before collecting: a few per worker slot, within IN_FLIGHT_BYTES."""
+    if slots == 0:
+        return 1
+    size = len(chunk) * (chunk.n_pixels + grid.size) * 9  # float32 flux and ivar, bool mask
+    return int(np.clip(IN_FLIGHT_BYTES // max(size, 1), 1, IN_FLIGHT_PER_SLOT * slots))
+
+
+def _run(pending, cluster, bar) -> Iterator[tuple[Spectra, Windows]]:
     blocks = [block for _, block in pending]
     if cluster is None:
         results = map(process_block, blocks)
     else:
         results = cluster.map(process_block, blocks, progress=False, chunksize=1)
-    for (chunk, _), (flux, ivar, mask, norm) in zip(pending, results, strict=True):
-        meta = chunk.meta.copy()
-        meta["norm"] = np.where(mask.all(axis=1), np.nan, norm)
-        meta.meta["frame"] = "rest"
+    for (chunk, _), result in zip(pending, results, strict=True):
         bar.update(len(chunk))
-        yield Spectra._trusted(
-            grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"
-        )
+        yield chunk, result
 
 
 def preprocess(
@@ -224,18 +267,17 @@ def preprocess(
     _usable_redshifts(spectra)  # refuse before any work is sent anywhere
     grid = default_grid(spectra) if grid is None else _check_grid(grid)
     n = len(spectra)
-    size = chunk_size or _chunk_size(spectra.n_pixels, grid.size)
+    size = chunk_size or _chunk_size(spectra.n_pixels)
     flux = np.zeros((n, grid.size), dtype=np.float32)
     ivar = np.zeros((n, grid.size), dtype=np.float32)
     mask = np.ones((n, grid.size), dtype=bool)
     norm = np.full(n, np.nan)
     chunks = (spectra[start : start + size] for start in range(0, n, size))
     row = 0
-    for part in preprocess_chunks(chunks, grid, cluster, progress=progress, total=n):
-        rows = slice(row, row + len(part))
-        flux[rows], ivar[rows], mask[rows] = part.flux, part.ivar, part.mask
-        norm[rows] = part.meta["norm"]
-        row += len(part)
+    for chunk, result in _stream(chunks, grid, cluster, progress, n, checked=True):
+        rows = slice(row, row + len(chunk))
+        result.place(flux[rows], ivar[rows], mask[rows], norm[rows])
+        row += len(chunk)
     meta = spectra.meta.copy()
     meta["norm"] = norm
     meta.meta["frame"] = "rest"

@@ -16,6 +16,8 @@ from labkit.spectra.grids import pixel_edges, positions
 
 # An output pixel less than this fraction covered by good input pixels is masked.
 MIN_COVERAGE = 0.5
+WORK_BYTES = 64 * 2**20  # temporaries one block of rows may take
+BYTES_PER_PIXEL = 80  # float64 temporaries per (row, input + output pixel)
 
 
 def resample(
@@ -81,9 +83,26 @@ def resample_windows(
         width = m
     first = np.minimum(first, m - width)
     window = edges_out[first[:, None] + np.arange(width + 1)]
-    flux_w, ivar_w, ok = _resample_rows(
-        edges_in, wave, flux, ivar, mask, window, scale, min_coverage
-    )
+    # rows in blocks, so temporaries stay within WORK_BYTES however many rows come in
+    rows = max(1, WORK_BYTES // ((wave.size + width) * BYTES_PER_PIXEL))
+    if n <= rows:
+        flux_w, ivar_w, ok = _resample_rows(
+            edges_in, wave, flux, ivar, mask, window, scale, min_coverage
+        )
+        return first, flux_w, ivar_w, ok
+    flux_w, ivar_w, ok = np.empty((n, width)), np.empty((n, width)), np.empty((n, width), bool)
+    for start in range(0, n, rows):
+        span = slice(start, start + rows)
+        flux_w[span], ivar_w[span], ok[span] = _resample_rows(
+            edges_in,
+            wave,
+            flux[span],
+            ivar[span],
+            mask[span],
+            window[span],
+            scale[span],
+            min_coverage,
+        )
     return first, flux_w, ivar_w, ok
 
 

@@ -1,7 +1,8 @@
 """Anomaly scores measured against the training population, not against known anomaly kinds.
 
 Two questions about a spectrum, each answered in units of the training spectra's own spread:
-does the model reconstruct it as well as it reconstructs typical spectra (log χ² per pixel),
+does the model reconstruct it as well as it reconstructs typical spectra (log χ² per pixel,
+with each pixel's variance raised by the model's typical misfit there),
 and does its latent vector lie where training spectra lie (Mahalanobis distance under a
 Gaussian fitted to the training latents)? Medians and MADs keep rare oddities in the training
 set from inflating the spread they are measured against.
@@ -25,14 +26,16 @@ def _robust(values: np.ndarray) -> tuple[float, float]:
     return center, scale if scale > 0 else 1.0
 
 
-class LatentPopulation(nn.Module):
+class TrainingPopulation(nn.Module):
     """Statistics of the training spectra, kept as buffers so they travel with the model."""
 
     # weight of the latent-density term next to the reconstruction term
     LATENT_WEIGHT = 0.5
 
-    def __init__(self, latent_dim: int):
+    def __init__(self, latent_dim: int, n_pixels: int):
         super().__init__()
+        # per pixel: how far the model misses typical training spectra beyond their noise
+        self.register_buffer("model_variance", torch.zeros(n_pixels))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.register_buffer("latent_mean", torch.zeros(latent_dim, dtype=torch.float64))
         self.register_buffer("latent_whiten", torch.eye(latent_dim, dtype=torch.float64))

@@ -47,7 +47,7 @@ class TrainConfig:
     encoder: str = "mlp"
     conv_channels: tuple[int, ...] = (16, 32, 32)
     conv_kernel: int = 9
-    see_mask: bool = True
+    see_mask: bool = False
     seed: int = 0
     val_fraction: float = 0.1
     patience: int | None = 8

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from labkit.errors import CheckpointError
-from labkit.vae.anomaly import LatentPopulation
+from labkit.vae.anomaly import TrainingPopulation
 from labkit.vae.data import TrainingArrays, training_arrays
 from labkit.vae.losses import chi2_per_spectrum
 
@@ -109,7 +109,7 @@ class SpectrumVAE(nn.Module):
         encoder: str = "mlp",
         conv_channels: Sequence[int] = (16, 32, 32),
         conv_kernel: int = 9,
-        see_mask: bool = True,
+        see_mask: bool = False,
     ):
         super().__init__()
         wave = np.asarray(wave, dtype=np.float64)
@@ -131,10 +131,13 @@ class SpectrumVAE(nn.Module):
         self.decoder = nn.Sequential(
             _mlp([latent_dim, *reversed(list(hidden))]), nn.Linear(hidden[0], n_pixels)
         )
+        # a linear path next to the network: what PCA captures comes for free, the
+        # hidden layers learn the curvature of the population beyond it
+        self.decoder_linear = nn.Linear(latent_dim, n_pixels, bias=False)
         self.register_buffer("wave", torch.as_tensor(wave, dtype=torch.float64))
         self.register_buffer("flux_mean", torch.zeros(n_pixels))
         self.register_buffer("flux_std", torch.ones(n_pixels))
-        self.population = LatentPopulation(latent_dim)
+        self.population = TrainingPopulation(latent_dim, n_pixels)
         self.refine_steps = REFINE_STEPS
 
     # -- the network ---------------------------------------------------------------------
@@ -163,7 +166,7 @@ class SpectrumVAE(nn.Module):
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
     def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
-        return self.flux_mean + self.flux_std * self.decoder(z)
+        return self.flux_mean + self.flux_std * (self.decoder(z) + self.decoder_linear(z))
 
     def forward(
         self, flux: torch.Tensor, weight: torch.Tensor, noise: torch.Tensor | None = None
@@ -280,40 +283,72 @@ class SpectrumVAE(nn.Module):
     def _chi2_per_pixel(
         self, arrays: TrainingArrays, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
+        chi2, _, latents = self._fit_statistics(arrays, batch_size)
+        return chi2, latents
+
+    def _fit_statistics(
+        self, arrays: TrainingArrays, batch_size: int = 1024, excess: torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per spectrum: χ²/pixel, χ²/pixel under the learned model-error floor, latents.
+
+        With ``excess`` (P,) given, its running sums of (residual² − noise variance) per pixel
+        are accumulated into it (row 0: sums, row 1: counts) — how ``fit_population`` learns
+        where the model typically misfits.
+        """
         was_training = self.training
         self.eval()
-        chi2, latents = [], []
+        floor = self.population.model_variance
+        chi2, chi2_floor, latents = [], [], []
         try:
             with torch.no_grad():
                 for flux, weight in self._batches(arrays, batch_size):
                     mu = self.best_fit_latents(flux, weight)
                     recon = self.decode_tensor(mu)
-                    pixels = (weight > 0).sum(dim=1).to(flux.dtype)
-                    value = chi2_per_spectrum(recon, flux, weight) / pixels
-                    chi2.append(value.cpu())
+                    observed = weight > 0
+                    pixels = observed.sum(dim=1).to(flux.dtype)
+                    residual2 = (flux - recon) ** 2
+                    noise_var = torch.where(observed, 1.0 / weight.clamp(min=1e-30), 0.0)
+                    chi2.append(((weight * residual2).sum(dim=1) / pixels).cpu())
+                    floored = torch.where(observed, residual2 / (noise_var + floor), 0.0)
+                    chi2_floor.append((floored.sum(dim=1) / pixels).cpu())
                     latents.append(mu.cpu())
+                    if excess is not None:
+                        excess[0] += torch.where(observed, residual2 - noise_var, 0.0).sum(0).cpu()
+                        excess[1] += observed.sum(0).cpu()
         finally:
             self.train(was_training)
-        return torch.cat(chi2).numpy(), torch.cat(latents).numpy()
+        return torch.cat(chi2).numpy(), torch.cat(chi2_floor).numpy(), torch.cat(latents).numpy()
 
     @torch.no_grad()
     def anomaly_score(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
         """One float per spectrum, higher = stranger (NaN for spectra with no usable pixel).
 
-        Combines how badly the model reconstructs a spectrum (χ² per usable pixel) with how
-        unusual its latent vector is among the training spectra, each measured in units of
-        the training population's own spread. Nothing here knows the kinds of anomaly a
-        survey holds: anything the learned population does not explain scores high.
+        Combines how badly the model reconstructs a spectrum with how unusual its latent
+        vector is among the training spectra, each measured in units of the training
+        population's own spread. The reconstruction term is χ² per usable pixel with each
+        pixel's variance raised by how much the model misfits that pixel for typical training
+        spectra, so pixels the model never gets right (strong-line cores) do not drown out
+        misfits where the population is well understood. Nothing here knows the kinds of
+        anomaly a survey holds: anything the learned population does not explain scores high.
         """
         arrays = self._arrays(spectra)
-        chi2, latents = self._chi2_per_pixel(arrays, batch_size)
-        return self.population.score(chi2, latents)
+        _, chi2_floor, latents = self._fit_statistics(arrays, batch_size)
+        return self.population.score(chi2_floor, latents)
 
     def fit_population(self, spectra: Any, batch_size: int = 1024) -> None:
-        """Learn the training spectra's χ² and latent distribution that anomaly scores use."""
+        """Learn from training spectra what anomaly scores compare with.
+
+        Two passes: the per-pixel model-error floor first, then the spread of floored χ² and
+        the distribution of latent vectors.
+        """
         arrays = self._arrays(spectra)
-        chi2, latents = self._chi2_per_pixel(arrays, batch_size)
-        self.population.fit(chi2, latents)
+        excess = torch.zeros(2, self.n_pixels, dtype=torch.float64)
+        self.population.model_variance.zero_()
+        self._fit_statistics(arrays, batch_size, excess=excess)
+        floor = (excess[0] / excess[1].clamp(min=1)).clamp(min=0)
+        self.population.model_variance.copy_(floor.to(self.population.model_variance))
+        _, chi2_floor, latents = self._fit_statistics(arrays, batch_size)
+        self.population.fit(chi2_floor, latents)
 
     # -- persistence ---------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:

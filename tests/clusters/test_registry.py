@@ -48,8 +48,11 @@ def test_malformed_registry_is_reported(runtime_dir):
 
 
 def test_connect_by_name_reaches_the_registered_cluster(runtime_dir, dask_scheduler):
-    write_registry([ClusterEntry("c2", "dask-1", "dask", dask_scheduler.address)])
+    proxied = "/user/me/labkit/dashboard/c2/status"
+    entry = ClusterEntry("c2", "dask-1", "dask", dask_scheduler.address, dashboard_url=proxied)
+    write_registry([entry])
     cluster = labkit.connect("dask-1")
+    assert cluster.dashboard_url == proxied
     assert cluster.backend == "dask"
     assert cluster.address == dask_scheduler.address
     assert cluster.map(abs, [-1, -2], progress=False) == [1, 2]

@@ -63,6 +63,19 @@ async def test_malformed_json_is_400(api, raw):
         assert "JSON" in reply["message"]
 
 
+async def test_unknown_dashboard_is_404(jp_fetch):
+    response = await jp_fetch("labkit", "dashboard", "nosuch-7", "status", raise_error=False)
+    assert response.code == 404
+
+
+async def test_dashboard_proxy_needs_jupyter_auth(jp_fetch):
+    path = ("labkit", "dashboard", "nosuch-7", "status")
+    anonymous = {"Authorization": ""}
+    response = await jp_fetch(*path, headers=anonymous, raise_error=False, follow_redirects=False)
+    assert response.code == 302  # a browser is sent to log in first
+    assert "/login" in response.headers["Location"]
+
+
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
 async def test_unknown_id_is_404(api, method):
     body = {"workers": 2} if method == "PATCH" else None
@@ -97,7 +110,7 @@ async def test_bad_input_is_400_with_a_message(api, manager, body, words):
     assert (await api("GET", "clusters"))[1] == []
 
 
-async def test_unreachable_remote_shows_its_error_and_cannot_scale(api):
+async def test_unreachable_remote_shows_its_error_and_cannot_scale(api, jp_fetch):
     port = free_port()  # nothing listens here
     address = f"tcp://127.0.0.1:{port}"
     status, card = await api("POST", "clusters", body={"address": address, "name": "ghost"})
@@ -111,6 +124,9 @@ async def test_unreachable_remote_shows_its_error_and_cannot_scale(api):
     status, listing = await api("GET", "clusters")
     assert [(c["name"], c["status"]) for c in listing] == [("ghost", "unreachable")]
 
+    dashboard = await jp_fetch("labkit", "dashboard", "ghost", "status", raise_error=False)
+    assert dashboard.code == 404
+
     status, reply = await api("PATCH", "clusters", "ghost", body={"workers": 3})
     assert status == 400
     assert "cannot scale" in reply["message"] and "remote" in reply["message"]
@@ -123,14 +139,16 @@ async def test_unreachable_remote_shows_its_error_and_cannot_scale(api):
     assert read_registry() == []
 
 
-async def test_registered_dask_scheduler_reports_live_figures(api, dask_scheduler):
+async def test_registered_dask_scheduler_reports_live_figures(api, jp_fetch, dask_scheduler):
     body = {"address": dask_scheduler.address, "name": "shared-dask"}
     status, card = await api("POST", "clusters", body=body)
     assert status == 201
     assert card["status"] == "running", card
     assert (card["workers"], card["cpus"]) == (1, 2)
     assert card["memory_bytes"] == 2 * 2**30
-    assert card["dashboard_url"].startswith("/a%40b/proxy/")  # proxied through Jupyter
+    assert card["dashboard_url"] == "/a%40b/labkit/dashboard/shared-dask/status"
+    page = await jp_fetch("labkit", "dashboard", "shared-dask", "status")
+    assert page.code == 200 and b"Dask" in page.body
     entry = read_registry()[0]
     assert (entry.name, entry.address, entry.managed) == ("shared-dask", body["address"], False)
     # Forgetting a registered cluster leaves it running.

@@ -111,3 +111,20 @@ def test_anomaly_score_is_relative_to_the_training_population(rest_spectra):
     fully_masked.ivar[0] = 0
     result = model.anomaly_score(fully_masked)
     assert np.isnan(result[0]) and np.isfinite(result[1])
+
+
+def test_refined_latents_fit_at_least_as_well_as_the_encoder(rest_spectra):
+    model = _model(rest_spectra)
+    arrays = training_arrays(rest_spectra[:30])
+    flux, weight = torch.from_numpy(arrays.flux), torch.from_numpy(arrays.weight)
+    with torch.no_grad():
+        encoder_only = model.best_fit_latents(flux, weight, steps=0)
+        refined = model.best_fit_latents(flux, weight, steps=20)
+
+        def objective(z):
+            chi2 = (weight * (flux - model.decode_tensor(z)) ** 2).sum(dim=1)
+            return 0.5 * chi2 + 0.5 * z.pow(2).sum(dim=1)
+
+        before, after = objective(encoder_only), objective(refined)
+    assert torch.all(after <= before) and torch.any(after < before)
+    torch.testing.assert_close(encoder_only, model.posterior(flux, weight)[0])
