@@ -74,13 +74,16 @@ def demo(backend: str | None, n_spectra: int, out: str) -> None:
 )
 @click.option("--anomaly-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace files an earlier `labkit mock` wrote.")
 @_one_line_errors
-def mock_command(out_dir: str, n: int, layout: str, anomaly_fraction: float, seed: int) -> None:
+def mock_command(
+    out_dir: str, n: int, layout: str, anomaly_fraction: float, seed: int, overwrite: bool
+) -> None:
     """Write a mock survey with ground truth (label, is_anomaly) in a TRUTH HDU."""
     from labkit.spectra import mock_survey, write
 
     spectra = mock_survey(n, anomaly_fraction, seed, instrument=layout, progress=True)
-    files = write(spectra, out_dir, format=layout, overwrite=True)
+    files = write(spectra, out_dir, format=layout, overwrite=overwrite)
     anomalies = int(spectra.meta["is_anomaly"].sum())
     click.echo(
         f"wrote {n} spectra ({anomalies} anomalies) in {len(files)} {layout} file(s) to {out_dir}"

@@ -174,7 +174,8 @@ def write(
 
     ``format="desi"``: ``path`` ending in .fits is one coadd file; otherwise a folder that
     gets coadd files of up to 500 spectra each. ``format="sdss"``: ``path`` is a folder
-    that gets one spec-lite file per spectrum.
+    that gets one spec-lite file per spectrum. A folder must hold no FITS files yet;
+    ``overwrite=True`` replaces files labkit wrote there (never anyone else's).
     """
     if not isinstance(spectra, Spectra):
         raise ParameterError(f"write() needs a Spectra, got {type(spectra).__name__}")
@@ -190,6 +191,7 @@ def write(
             write_desi(spectra, path, overwrite)
             return [path]
         path.mkdir(parents=True, exist_ok=True)
+        _clear_folder(path, overwrite)
         if format == "sdss":
             return write_sdss(spectra, path, overwrite)
         written = []
@@ -205,6 +207,39 @@ def write(
                 "already exists; pass overwrite=True to replace it", path=str(path)
             ) from None
         raise SpectraFileError(f"cannot write: {exc}", path=str(path)) from None
+
+
+def _clear_folder(folder: Path, overwrite: bool) -> None:
+    """A folder gets a whole survey: refuse to mix it with FITS files already there.
+
+    With ``overwrite``, files labkit wrote earlier (marked LKFRAME in their header) are
+    removed; anyone else's files stop the write.
+    """
+    existing = sorted(p for p in folder.iterdir() if p.name.endswith(FITS_SUFFIXES))
+    if not existing:
+        return
+    if not overwrite:
+        raise SpectraFileError(
+            f"already holds {len(existing)} FITS file(s); pass overwrite=True to replace the "
+            "ones labkit wrote, or choose an empty folder",
+            path=str(folder),
+        )
+    foreign = [p.name for p in existing if not _written_by_labkit(p)]
+    if foreign:
+        raise SpectraFileError(
+            f"holds FITS files labkit did not write ({', '.join(foreign[:5])}); "
+            "choose another folder",
+            path=str(folder),
+        )
+    for stale in existing:
+        stale.unlink()
+
+
+def _written_by_labkit(path: Path) -> bool:
+    try:
+        return "LKFRAME" in fits.getheader(path, 0)
+    except Exception:
+        return False
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:

@@ -27,7 +27,7 @@ FORMAT = "labkit.SpectrumVAE"
 FORMAT_VERSION = 1
 GRID_RTOL = 1e-6
 LOGVAR_RANGE = (-12.0, 8.0)
-REFINE_STEPS = 0  # gradient steps that refine latents before reconstructing (0: encoder only)
+REFINE_STEPS = 30  # gradient steps that refine latents before reconstructing (0: encoder only)
 REFINE_LR = 0.05
 
 

@@ -26,6 +26,7 @@ from labkit.vae.job import TrainJob
 from labkit.vae.model import SpectrumVAE
 
 IN_PROCESS = "in-process"
+POPULATION_SAMPLE = 4000  # training spectra the anomaly statistics are fitted on
 
 
 @dataclass
@@ -97,7 +98,7 @@ def train(
         with recorder:
             _run(backend, job, recorder, stop, cluster, store)
     model = store.best_model()
-    model.fit_population(arrays.subset(train_index))
+    model.fit_population(arrays.subset(_population_sample(train_index, config.seed)))
     store.write_model(model)
     final = store.latest_state() if store.epochs() else state
     return TrainResult(
@@ -143,6 +144,14 @@ def run_in_process(job: TrainJob, emit, stop: threading.Event) -> None:
         )
     finally:
         torch.set_num_threads(previous)
+
+
+def _population_sample(train_index: np.ndarray, seed: int) -> np.ndarray:
+    """Enough training spectra for robust population statistics, without scoring them all."""
+    if len(train_index) <= POPULATION_SAMPLE:
+        return train_index
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(train_index, POPULATION_SAMPLE, replace=False))
 
 
 def _choose_backend(cluster: Cluster | str | bool | None) -> tuple[str, Cluster | None]:

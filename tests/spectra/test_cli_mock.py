@@ -34,3 +34,23 @@ def test_mock_refuses_bad_options(tmp_path):
         assert result.exit_code == 2 and "Invalid value" in result.output, args
     result = CliRunner().invoke(main, ["mock", "--help"])
     assert result.exit_code == 0 and "--anomaly-fraction" in result.output
+
+
+def test_mock_will_not_mix_surveys_in_one_folder(tmp_path):
+    first = CliRunner().invoke(main, ["mock", str(tmp_path), "--n", "6", "--format", "sdss"])
+    assert first.exit_code == 0
+    again = CliRunner().invoke(main, ["mock", str(tmp_path), "--n", "3", "--format", "sdss"])
+    assert again.exit_code == 1
+    assert "already holds 6 FITS file(s); pass overwrite=True" in again.output
+    replaced = CliRunner().invoke(
+        main, ["mock", str(tmp_path), "--n", "3", "--format", "sdss", "--overwrite"]
+    )
+    assert replaced.exit_code == 0 and len(read(tmp_path, progress=False)) == 3
+    (tmp_path / "theirs.fits").write_bytes((tmp_path / "spec-10000-59000-0001.fits").read_bytes())
+    from astropy.io import fits
+
+    with fits.open(tmp_path / "theirs.fits", mode="update") as hdul:
+        del hdul[0].header["LKFRAME"]
+    refused = CliRunner().invoke(main, ["mock", str(tmp_path), "--n", "3", "--overwrite"])
+    assert refused.exit_code == 1 and "labkit did not write (theirs.fits)" in refused.output
+    assert (tmp_path / "theirs.fits").exists()
