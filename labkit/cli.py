@@ -218,5 +218,28 @@ def verify_command(path: str, rtol: float, atol: float) -> None:
     )
 
 
+@main.command("new")
+@click.argument("template", required=False)
+@click.argument("path", required=False, type=click.Path())
+@click.option("--list", "show_list", is_flag=True, help="List the templates and exit.")
+@_one_line_errors
+def new_command(template: str | None, path: str | None, show_list: bool) -> None:
+    """Create a notebook at PATH from TEMPLATE (a folder PATH gets TEMPLATE.ipynb).
+
+    Templates have a tagged parameters cell and the labkit wiring; never overwrites a file.
+    """
+    from labkit.templates import list_templates, new_notebook
+
+    if show_list:
+        templates = list_templates()
+        width = max(len(t.name) for t in templates)
+        for entry in templates:
+            click.echo(f"{entry.name:<{width}}  {entry.description}")
+        return
+    if template is None or path is None:
+        raise click.UsageError("give a TEMPLATE and a PATH, or --list to see the templates")
+    click.echo(new_notebook(template, path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

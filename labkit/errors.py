@@ -175,3 +175,12 @@ class UnknownIdError(VectorIndexError):
     def __init__(self, message: str, *, ids: list[int], **where: str | None):
         super().__init__(message, **where)
         self.ids = ids
+
+
+class TemplateError(LabkitError):
+    """``labkit new``: an unknown template (``known`` lists the names) or a path in the way."""
+
+    def __init__(self, message: str, *, name: str | None = None, known: list[str] | None = None):
+        super().__init__(message)
+        self.name = name
+        self.known = known or []

@@ -19,12 +19,10 @@ LINE_REST = 5008.24  # [O III]: the line every live fixture spectrum carries
 
 
 def real_desi_files() -> list[Path]:
-    return sorted(REAL_DESI.glob("coadd-*.fits")) if REAL_DESI.is_dir() else []
-
-
-needs_real_desi = pytest.mark.skipif(
-    not real_desi_files(), reason=f"real DESI coadds not found in {REAL_DESI}"
-)
+    """The real archive coadds in ../shared/data/desi (CI always has them beside the clone)."""
+    files = sorted(REAL_DESI.glob("coadd-*.fits")) if REAL_DESI.is_dir() else []
+    assert files, f"real DESI coadds not found in {REAL_DESI}; set LABKIT_DESI_DATA to their folder"
+    return files
 
 
 @dataclass

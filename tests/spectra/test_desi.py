@@ -8,7 +8,7 @@ from astropy.table import Table
 from labkit.spectra import read, write
 from labkit.spectra.desi import merge_arms
 from tests.spectra.archive import arm_waves
-from tests.spectra.conftest import needs_real_desi, real_desi_files
+from tests.spectra.conftest import real_desi_files
 
 
 def layout(path):
@@ -32,7 +32,6 @@ def layout(path):
         return hdus
 
 
-@needs_real_desi
 def test_fixtures_mirror_the_real_archive_layout(desi_archive):
     real = layout(real_desi_files()[0])
     ours = layout(desi_archive.coadds[0])
@@ -47,7 +46,6 @@ def test_fixtures_mirror_the_real_archive_layout(desi_archive):
             assert key in b[0].header
 
 
-@needs_real_desi
 def test_reads_the_real_archive_files_as_they_come():
     spectra = read(real_desi_files(), progress=False)
     assert len(spectra) == 10 and spectra.n_pixels == 7781
@@ -62,7 +60,6 @@ def test_reads_the_real_archive_files_as_they_come():
     assert "10 × 7781 px" in repr(spectra)
 
 
-@needs_real_desi
 def test_real_overlaps_are_combined_by_inverse_variance():
     path = real_desi_files()[0]
     spectra = read(path)
@@ -79,7 +76,6 @@ def test_real_overlaps_are_combined_by_inverse_variance():
     assert spectra.ivar[row, at[0]] == pytest.approx(ib + ir, rel=1e-6)
 
 
-@needs_real_desi
 def test_real_files_take_redshifts_joined_by_targetid():
     ids = read(real_desi_files()).meta["targetid"]
     table = Table(
