@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -133,8 +135,15 @@ def main() -> None:
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     speed_epochs = 3 if args.quick else 6
-    work = Path("benchmarks/results/train-checkpoints").resolve()
+    # checkpoints are hundreds of MB: keep them out of the repository, gone at the end
+    work = Path(tempfile.mkdtemp(prefix="labkit-train-bench-"))
+    try:
+        _measure(args, threads, speed_epochs, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def _measure(args: argparse.Namespace, threads: int, speed_epochs: int, work: Path) -> None:
     print(f"mock survey: {args.n_train} training + {args.n_test} test spectra, grid {GRID}")
     train_set = mock(args.n_train, seed=0, anomaly_fraction=0.01)
     test_set = mock(args.n_test, seed=1, anomaly_fraction=0.05)

@@ -41,10 +41,10 @@ def main() -> None:
 @click.option(
     "--spectra",
     "n_spectra",
-    type=click.IntRange(min=1),
-    default=2000,
+    type=click.IntRange(min=100),
+    default=5000,
     show_default=True,
-    help="Number of items in the survey-sized workload.",
+    help="Size of the mock survey.",
 )
 @click.option(
     "--out",
@@ -55,7 +55,11 @@ def main() -> None:
 )
 @_one_line_errors
 def demo(backend: str | None, n_spectra: int, out: str) -> None:
-    """Run the main job end to end on a local cluster and print a summary."""
+    """Run the main job end to end on a local cluster and print a summary.
+
+    Mock survey, preprocessing, VAE training, milvus-lite index, neighbour and anomaly
+    queries, freeze and a 2-point batch; outputs and summary.json go to OUT.
+    """
     from labkit.demo import run_demo
 
     run_demo(backend=backend, n_spectra=n_spectra, out=out)

@@ -97,5 +97,7 @@ def new_notebook(template: str, path: str | os.PathLike) -> Path:
         with open(target, "x", encoding="utf-8") as handle:  # "x": no race with another writer
             nbformat.write(notebook, handle)
     except FileExistsError:
-        raise TemplateError(f"{target} already exists; choose another path", name=template) from None
+        raise TemplateError(
+            f"{target} already exists; choose another path", name=template
+        ) from None
     return target

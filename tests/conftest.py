@@ -175,10 +175,22 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
                 lambda a=address, c=is_client: check_access(a, c, token, 2) or True,
                 f"Ray head at {address}",
             )
+        # the GCS answers before the head node has registered: wait for a live node too
+        wait_for_service(proc, log, lambda: _ray_cpus(head) >= 2, "Ray head node")
         yield head
     finally:
         stop_process(proc)
         shutil.rmtree(work / "t", ignore_errors=True)
+
+
+def _ray_cpus(head: RayHead) -> int:
+    """CPUs of the live nodes, as the GCS reports them (without attaching as a driver)."""
+    import asyncio
+
+    from labkit.server.probes import probe
+
+    health = asyncio.run(probe("ray", head.gcs_address, 2, str(head.token_file)))
+    return health.cpus or 0
 
 
 @pytest.fixture(scope="session")
