@@ -176,21 +176,21 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
                 f"Ray head at {address}",
             )
         # the GCS answers before the head node has registered: wait for a live node too
-        wait_for_service(proc, log, lambda: _ray_cpus(head) >= 2, "Ray head node")
+        wait_for_service(proc, log, lambda: _ray_nodes(head) >= 1, "Ray head node")
         yield head
     finally:
         stop_process(proc)
         shutil.rmtree(work / "t", ignore_errors=True)
 
 
-def _ray_cpus(head: RayHead) -> int:
-    """CPUs of the live nodes, as the GCS reports them (without attaching as a driver)."""
+def _ray_nodes(head: RayHead) -> int:
+    """Live nodes, as the GCS reports them (without attaching as a driver)."""
     import asyncio
 
     from labkit.server.probes import probe
 
     health = asyncio.run(probe("ray", head.gcs_address, 2, str(head.token_file)))
-    return health.cpus or 0
+    return health.workers or 0
 
 
 @pytest.fixture(scope="session")
