@@ -353,7 +353,8 @@ def _map_points(
         {
             "pc1": xy[:, 0],
             "pc2": xy[:, 1],
-            "id": overview["id"][pick],
+            # text, because the browser's numbers cannot hold 64-bit target ids exactly
+            "id": overview["id"][pick].astype(str),
             class_field: [str(c) or "—" for c in overview[class_field][pick]],
         }
     )
