@@ -175,22 +175,22 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
                 lambda a=address, c=is_client: check_access(a, c, token, 2) or True,
                 f"Ray head at {address}",
             )
-        # the GCS answers before the head node has registered: wait for a live node too
-        wait_for_service(proc, log, lambda: _ray_nodes(head) >= 1, "Ray head node")
+        # the GCS answers before the head node and the dashboard have registered: wait for both
+        wait_for_service(proc, log, lambda: _ray_ready(head), "Ray head node and dashboard")
         yield head
     finally:
         stop_process(proc)
         shutil.rmtree(work / "t", ignore_errors=True)
 
 
-def _ray_nodes(head: RayHead) -> int:
-    """Live nodes, as the GCS reports them (without attaching as a driver)."""
+def _ray_ready(head: RayHead) -> bool:
+    """A live node and a dashboard address, as the GCS reports them (without a driver)."""
     import asyncio
 
     from labkit.server.probes import probe
 
     health = asyncio.run(probe("ray", head.gcs_address, 2, str(head.token_file)))
-    return health.workers or 0
+    return bool(health.workers and health.dashboard)
 
 
 @pytest.fixture(scope="session")

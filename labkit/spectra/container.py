@@ -98,6 +98,18 @@ class Spectra:
         self.meta, self.flux_unit, self.frame = meta, u.Unit(flux_unit), frame
         return self
 
+    def with_meta(self, meta: Table) -> Spectra:
+        """The same pixels (shared, not copied) with ``meta`` in place of this one's."""
+        return Spectra._trusted(
+            self.wave,
+            self.flux,
+            self.ivar,
+            self.mask,
+            meta,
+            flux_unit=self.flux_unit,
+            frame=self.frame,
+        )
+
     # -- the user-facing view ---------------------------------------------------------
     @property
     def wavelength(self) -> u.Quantity:

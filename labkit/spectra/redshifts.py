@@ -161,12 +161,4 @@ def join_redshifts(spectra: Spectra, table: Table) -> Spectra:
         column = old.astype(f"U{max(old.dtype.itemsize, new.dtype.itemsize, 4) // 4}")
         column[found] = new
         meta["spectype"] = column
-    return Spectra._trusted(
-        spectra.wave,
-        spectra.flux,
-        spectra.ivar,
-        spectra.mask,
-        meta,
-        flux_unit=spectra.flux_unit,
-        frame=spectra.frame,
-    )
+    return spectra.with_meta(meta)

@@ -55,12 +55,4 @@ def join_truth(spectra: Spectra, table: Table) -> Spectra:
             meta[ours] = np.where(found, values.astype(bool), False)
         else:
             meta[ours] = np.where(found, np.char.strip(values.astype(str)), "")
-    return Spectra._trusted(
-        spectra.wave,
-        spectra.flux,
-        spectra.ivar,
-        spectra.mask,
-        meta,
-        flux_unit=spectra.flux_unit,
-        frame=spectra.frame,
-    )
+    return spectra.with_meta(meta)
