@@ -133,8 +133,8 @@ def test_readme_badge_opens_the_notebooks_folder():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """The wheel postBuild's ``pip install .`` builds (the lab extension as already built)."""
-    if not (ROOT / "labkit" / "labextension" / "package.json").is_file():
-        pytest.skip("the lab extension is not built in this checkout (run pip install -e .)")
+    built = ROOT / "labkit" / "labextension" / "package.json"
+    assert built.is_file(), "the lab extension is not built in this checkout: run make test"
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [
