@@ -65,7 +65,7 @@ def announced(directory: Path | None = None) -> list[dict[str, Any]]:
             pid = int(entry["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _pid_alive(pid):
+        if pid_alive(pid):
             entry["key"] = path.stem
             found.append(entry)
         else:
@@ -74,7 +74,8 @@ def announced(directory: Path | None = None) -> list[dict[str, Any]]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from labkit.clusters.announce import pid_alive  # noqa: F401  (one definition; re-exported here)
+
 # Ray hands out worker ports from this range (its defaults); our own ports stay clear of it.
 RAY_WORKER_PORTS = range(10002, 20000)
 _PR_SET_PDEATHSIG = 1
@@ -116,16 +118,6 @@ class ManagedProcess:
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
