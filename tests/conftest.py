@@ -138,9 +138,12 @@ def ray_token_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
     """A token-protected Ray head on loopback, as `ray start --head` runs one."""
+    from labkit.clusters.ray import new_ray_temp_dir
     from labkit.clusters.ray_auth import RayToken, check_access
 
     work = tmp_path_factory.mktemp("ray-head")
+    # pytest's own temp paths grow too long for the Unix sockets Ray keeps in its temp dir
+    temp_dir = new_ray_temp_dir()
     gcs, client, *others = free_ports(9)
     env = dict(os.environ)
     env.pop("RAY_AUTH_TOKEN", None)
@@ -159,7 +162,7 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
     flags += ["--object-manager-port"]
     ports.update(zip(flags, others, strict=True))
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
-    args += ["--dashboard-host", "127.0.0.1", "--temp-dir", str(work / "t"), "--num-cpus", "2"]
+    args += ["--dashboard-host", "127.0.0.1", "--temp-dir", temp_dir, "--num-cpus", "2"]
     args += ["--disable-usage-stats"]
     for flag, port in ports.items():
         args += [flag, str(port)]
@@ -180,7 +183,7 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
         yield head
     finally:
         stop_process(proc)
-        shutil.rmtree(work / "t", ignore_errors=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _ray_ready(head: RayHead) -> bool:

@@ -29,6 +29,20 @@ def _loopback_environment() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+# Ray keeps AF_UNIX sockets at <temp dir>/session_<time>_<pid>/sockets/dash_<module>: about 70
+# bytes past the temp dir, and Linux allows 107 in all. A longer path does not fail `ray start`;
+# a dashboard module dies instead ("Module MetricsHead failed to start. Received EOF").
+_RAY_TEMP_DIR_MAX = 32
+
+
+def new_ray_temp_dir() -> str:
+    """A fresh directory for one Ray node's sessions, short enough for Ray's socket paths."""
+    parent = tempfile.gettempdir()
+    if len(parent) > _RAY_TEMP_DIR_MAX - len("/labkit-ray-12345678"):
+        parent = "/tmp"
+    return tempfile.mkdtemp(prefix="labkit-ray-", dir=parent)
+
+
 def _http(url: str | None) -> str | None:
     if not url:
         return None
@@ -85,7 +99,7 @@ class RayCluster(Cluster):
 
         if ray.is_initialized():
             ray.shutdown()
-        temp_dir = tempfile.mkdtemp(prefix="labkit-ray-")
+        temp_dir = new_ray_temp_dir()
         try:
             context = ray.init(
                 address="local",

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+from labkit.clusters.ray import new_ray_temp_dir
 from labkit.clusters.ray_auth import default_token_path, find_token
 from labkit.server.processes import ManagedProcess, executable, free_ports
 
@@ -90,6 +91,8 @@ class RayLauncher(Launcher):
         super().__init__(workdir, host)
         self.head: ManagedProcess | None = None
         self.generation = 0
+        # Outside ``workdir``, whose configurable root may be too long for Ray's socket paths.
+        self.temp_dir: str | None = None
 
     def _token_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -115,10 +118,10 @@ class RayLauncher(Launcher):
         # Without this Ray rewrites 127.0.0.1 to the machine's routable address.
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         env["RAY_USAGE_STATS_ENABLED"] = "0"
-        temp_dir = self.workdir / f"r{self.generation}"
+        self.temp_dir = new_ray_temp_dir()
         args = [executable("ray"), "start", "--head", "--block", "--disable-usage-stats"]
         args += ["--node-ip-address", self.host, "--dashboard-host", self.host]
-        args += ["--temp-dir", str(temp_dir), "--num-cpus", str(workers)]
+        args += ["--temp-dir", self.temp_dir, "--num-cpus", str(workers)]
         for flag, port in ports.items():
             args += [flag, str(port)]
         log = self.workdir / f"ray-start-{self.generation}.log"
@@ -128,10 +131,19 @@ class RayLauncher(Launcher):
         self.workers = workers
 
     def scale(self, workers: int) -> None:
+        self._stop_head()
+        self.start(workers)
+
+    def stop(self) -> None:
+        self._stop_head()
+        super().stop()
+
+    def _stop_head(self) -> None:
         if self.head is not None:
             self.head.stop()
-            shutil.rmtree(self.workdir / f"r{self.generation}", ignore_errors=True)
-        self.start(workers)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
 
     def processes(self) -> list[ManagedProcess]:
         return [self.head] if self.head is not None else []

@@ -1,6 +1,8 @@
 """Embedded local clusters: loopback only, scalable, cleanly replaced."""
 
 import _thread
+import os
+import tempfile
 import threading
 import time
 
@@ -51,11 +53,16 @@ def test_local_dask_is_loopback_only_scales_and_leaks_nothing():
     replacement.close()
 
 
-def test_local_ray_is_loopback_only_scales_and_leaks_nothing(monkeypatch):
+def test_local_ray_is_loopback_only_scales_and_leaks_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_BACKEND", "ray")
+    # A temp dir this long would push Ray's dashboard sockets past Linux's 107-byte limit.
+    long_tmp = tmp_path / ("deep" * 20)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
     before = _descendants()
     cluster = labkit.connect(workers=1)
     assert (cluster.backend, cluster.local) == ("ray", True)
+    assert len(cluster.temp_dir) <= 32
     assert cluster.address.startswith("127.0.0.1:")
     assert cluster.dashboard_url.startswith("http://127.0.0.1:")
     assert cluster.resources()["cpus"] == 1
@@ -69,8 +76,10 @@ def test_local_ray_is_loopback_only_scales_and_leaks_nothing(monkeypatch):
     wait_for(lambda: not any(psutil.pid_exists(p) for p in first_processes), 30, "old Ray")
 
     second_processes = _descendants() - before
+    temp_dir = cluster.temp_dir
     cluster.close()
     wait_for(lambda: not any(psutil.pid_exists(p) for p in second_processes), 30, "Ray to stop")
+    assert not os.path.exists(temp_dir)
 
 
 def test_map_shows_progress_and_can_be_interrupted(capsys):
