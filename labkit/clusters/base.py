@@ -90,33 +90,46 @@ class Cluster(ABC):
         exception raised by ``fn`` cancels the rest and is re-raised as ``MapItemError``
         naming the item. Ctrl-C / a notebook interrupt cancels outstanding work.
         """
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        with _progress_bar(len(items), progress, desc or f"{self.backend} map") as bar:
+            for index, result in self.imap_unordered(fn, items, chunksize=chunksize):
+                results[index] = result
+                bar.update(1)
+        return results
+
+    def imap_unordered(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], *, chunksize: int | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """``(index, fn(item))`` pairs as workers finish them, errors raised as ``map`` does.
+
+        For consumers that can use each result at once (write it somewhere, place it in a
+        larger array) instead of waiting for the slowest chunk. Closing the iterator early
+        cancels the work still outstanding.
+        """
         self._check_open()
         items = list(items)
         slots = max(1, int(self.resources()["cpus"]))
         chunks = plan_chunks(len(items), slots, chunksize)
-        results: list[Any] = [None] * len(items)
-        with _progress_bar(len(items), progress, desc or f"{self.backend} map") as bar:
-            stream = self.run_chunks(fn, [items[c.start : c.stop] for c in chunks])
-            try:
-                for index, outcome in stream:
-                    span = chunks[index]
-                    if isinstance(outcome, ItemFailure):
-                        position = span.start + outcome.offset
-                        raise MapItemError(
-                            position, items[position], outcome.error, outcome.traceback
-                        ) from outcome.error
-                    if isinstance(outcome, ChunkLost):
-                        raise ClusterTaskError(
-                            f"the {self.backend} cluster could not run items {span.start}-"
-                            f"{span.stop - 1}: {type(outcome.error).__name__}: {outcome.error}",
-                            span.start,
-                            span.stop - 1,
-                        ) from outcome.error
-                    results[span.start : span.stop] = outcome
-                    bar.update(len(span))
-            finally:
-                stream.close()
-        return results
+        stream = self.run_chunks(fn, [items[c.start : c.stop] for c in chunks])
+        try:
+            for index, outcome in stream:
+                span = chunks[index]
+                if isinstance(outcome, ItemFailure):
+                    position = span.start + outcome.offset
+                    raise MapItemError(
+                        position, items[position], outcome.error, outcome.traceback
+                    ) from outcome.error
+                if isinstance(outcome, ChunkLost):
+                    raise ClusterTaskError(
+                        f"the {self.backend} cluster could not run items {span.start}-"
+                        f"{span.stop - 1}: {type(outcome.error).__name__}: {outcome.error}",
+                        span.start,
+                        span.stop - 1,
+                    ) from outcome.error
+                yield from zip(span, outcome, strict=True)
+        finally:
+            stream.close()
 
     def scale(self, n: int) -> None:
         """Resize a local cluster to ``n`` workers (see the backend for what a worker is)."""

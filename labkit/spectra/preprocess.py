@@ -22,9 +22,11 @@ from labkit.spectra.container import Spectra
 from labkit.spectra.grids import SDSS_DLOG, as_angstrom, check_wave, log_grid, pixel_edges
 from labkit.spectra.resample import place, resample_windows
 
-CHUNK_BYTES = 8 * 2**20  # input data per chunk sent to a worker (about 100 DESI spectra)
+CHUNK_BYTES = 8 * 2**20  # input data per chunk in-process (about 100 DESI spectra)
+CLUSTER_CHUNK_BYTES = 64 * 2**20  # at most this per chunk sent to a worker
+CHUNKS_PER_SLOT = 4  # chunks per worker slot when a survey is split for a cluster
 IN_FLIGHT_PER_SLOT = 8  # chunks sent per worker slot before waiting for results
-IN_FLIGHT_BYTES = 512 * 2**20  # and at most this much data travelling at once
+IN_FLIGHT_BYTES = 2**30  # and at most this much data travelling at once
 
 
 def rest_grid(start: Any, stop: Any, dlog: float = SDSS_DLOG) -> np.ndarray:
@@ -155,8 +157,14 @@ def _usable_redshifts(spectra: Spectra) -> np.ndarray:
     return z
 
 
-def _chunk_size(n_in: int) -> int:
-    return int(np.clip(CHUNK_BYTES // (n_in * 9), 8, 4096))  # float32 flux, ivar; bool mask
+def _chunk_size(n: int, n_in: int, slots: int) -> int:
+    """Rows per chunk: cache-friendly in-process; on a cluster few enough chunks that Ray's
+    per-task cost stays small, yet CHUNKS_PER_SLOT per slot so the work balances."""
+    row_bytes = n_in * 9  # float32 flux and ivar, bool mask
+    if slots == 0:
+        return int(np.clip(CHUNK_BYTES // row_bytes, 8, 4096))
+    even = -(-n // (slots * CHUNKS_PER_SLOT))
+    return int(np.clip(even, 8, max(8, CLUSTER_CHUNK_BYTES // row_bytes)))
 
 
 def _resolve_cluster(cluster: Any):
@@ -167,6 +175,10 @@ def _resolve_cluster(cluster: Any):
 
         return active_or_none()
     return cluster
+
+
+def _slots(cluster: Any) -> int:
+    return 0 if cluster is None else max(1, int(cluster.resources()["cpus"]))
 
 
 def preprocess_chunks(
@@ -186,44 +198,55 @@ def preprocess_chunks(
     if grid is None:
         raise ParameterError("preprocess_chunks needs a grid; make one with rest_grid(start, stop)")
     grid = _check_grid(grid)
-    for chunk, result in _stream(chunks, grid, cluster, progress, total):
-        n = len(chunk)
-        flux = np.zeros((n, grid.size), dtype=np.float32)
-        ivar = np.zeros((n, grid.size), dtype=np.float32)
-        mask = np.ones((n, grid.size), dtype=bool)
-        meta = chunk.meta.copy()
-        norm = np.empty(n)
-        result.place(flux, ivar, mask, norm)
-        meta["norm"] = norm
-        meta.meta["frame"] = "rest"
-        yield Spectra._trusted(
-            grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"
-        )
+    cluster = _resolve_cluster(cluster)
+    waiting: dict[int, tuple[Spectra, Windows]] = {}
+    following = 0
+    for position, chunk, result in _stream(chunks, grid, cluster, progress, total):
+        waiting[position] = chunk, result
+        while following in waiting:  # results arrive in any order; hand them out in order
+            yield _rest_frame(*waiting.pop(following), grid)
+            following += 1
+
+
+def _rest_frame(chunk: Spectra, result: Windows, grid: np.ndarray) -> Spectra:
+    n = len(chunk)
+    flux = np.zeros((n, grid.size), dtype=np.float32)
+    ivar = np.zeros((n, grid.size), dtype=np.float32)
+    mask = np.ones((n, grid.size), dtype=bool)
+    meta = chunk.meta.copy()
+    norm = np.empty(n)
+    result.place(flux, ivar, mask, norm)
+    meta["norm"] = norm
+    meta.meta["frame"] = "rest"
+    return Spectra._trusted(
+        grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"
+    )
 
 
 def _stream(
     chunks, grid, cluster, progress, total, checked=False
-) -> Iterator[tuple[Spectra, Windows]]:
-    """(chunk, result) in order; on a cluster a bounded number of chunks is in flight.
+) -> Iterator[tuple[int, Spectra, Windows]]:
+    """(position, chunk, result) as results arrive; a bounded number of chunks in flight.
 
     ``checked``: the caller already refused rows without usable redshifts.
     """
-    cluster = _resolve_cluster(cluster)
     from tqdm.auto import tqdm
 
-    slots = 0 if cluster is None else max(1, int(cluster.resources()["cpus"]))
+    slots = _slots(cluster)
     with tqdm(total=total, desc="preprocess", unit="spectrum", disable=not progress) as bar:
         pending: list[tuple[Spectra, Block]] = []
+        position = 0
         for chunk in chunks:
             if not isinstance(chunk, Spectra):
                 raise ParameterError(f"preprocess needs Spectra, got {type(chunk).__name__}")
             z = _redshifts(chunk) if checked else _usable_redshifts(chunk)
             pending.append((chunk, Block(chunk.wave, chunk.flux, chunk.ivar, z, grid)))
             if len(pending) >= _window(slots, chunk, grid):
-                yield from _run(pending, cluster, bar)
+                yield from _run(pending, position, cluster, bar)
+                position += len(pending)
                 pending = []
         if pending:
-            yield from _run(pending, cluster, bar)
+            yield from _run(pending, position, cluster, bar)
 
 
 def _window(slots: int, chunk: Spectra, grid: np.ndarray) -> int:
@@ -234,15 +257,16 @@ def _window(slots: int, chunk: Spectra, grid: np.ndarray) -> int:
     return int(np.clip(IN_FLIGHT_BYTES // max(size, 1), 1, IN_FLIGHT_PER_SLOT * slots))
 
 
-def _run(pending, cluster, bar) -> Iterator[tuple[Spectra, Windows]]:
+def _run(pending, offset, cluster, bar) -> Iterator[tuple[int, Spectra, Windows]]:
     blocks = [block for _, block in pending]
     if cluster is None:
-        results = map(process_block, blocks)
+        results = enumerate(map(process_block, blocks))
     else:
-        results = cluster.map(process_block, blocks, progress=False, chunksize=1)
-    for (chunk, _), result in zip(pending, results, strict=True):
+        results = cluster.imap_unordered(process_block, blocks, chunksize=1)
+    for index, result in results:
+        chunk = pending[index][0]
         bar.update(len(chunk))
-        yield chunk, result
+        yield offset + index, chunk, result
 
 
 def preprocess(
@@ -267,17 +291,16 @@ def preprocess(
     _usable_redshifts(spectra)  # refuse before any work is sent anywhere
     grid = default_grid(spectra) if grid is None else _check_grid(grid)
     n = len(spectra)
-    size = chunk_size or _chunk_size(spectra.n_pixels)
+    cluster = _resolve_cluster(cluster)
+    size = chunk_size or _chunk_size(n, spectra.n_pixels, _slots(cluster))
     flux = np.zeros((n, grid.size), dtype=np.float32)
     ivar = np.zeros((n, grid.size), dtype=np.float32)
     mask = np.ones((n, grid.size), dtype=bool)
     norm = np.full(n, np.nan)
     chunks = (spectra[start : start + size] for start in range(0, n, size))
-    row = 0
-    for chunk, result in _stream(chunks, grid, cluster, progress, n, checked=True):
-        rows = slice(row, row + len(chunk))
+    for position, chunk, result in _stream(chunks, grid, cluster, progress, n, checked=True):
+        rows = slice(position * size, position * size + len(chunk))
         result.place(flux[rows], ivar[rows], mask[rows], norm[rows])
-        row += len(chunk)
     meta = spectra.meta.copy()
     meta["norm"] = norm
     meta.meta["frame"] = "rest"

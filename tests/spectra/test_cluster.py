@@ -5,7 +5,7 @@ import pytest
 
 import labkit
 from labkit.errors import SpectraFileError, SpectraWarning
-from labkit.spectra import preprocess, read
+from labkit.spectra import preprocess, preprocess_chunks, read
 
 
 @pytest.fixture(params=["ray", "dask"])
@@ -26,6 +26,13 @@ def test_preprocess_on_the_cluster_matches_in_process(cluster, small_mock):
         np.testing.assert_array_equal(getattr(there, name), getattr(here, name), err_msg=name)
     np.testing.assert_array_equal(there.meta["norm"], here.meta["norm"])
     assert list(there.meta["targetid"]) == list(small_mock.meta["targetid"])
+    # streamed chunks finish in any order on a cluster and come back in input order
+    parts = (small_mock[i : i + 7] for i in range(0, len(small_mock), 7))
+    streamed = list(preprocess_chunks(parts, here.wave, progress=False))
+    assert [len(p) for p in streamed] == [
+        len(small_mock[i : i + 7]) for i in range(0, len(small_mock), 7)
+    ]
+    np.testing.assert_array_equal(np.vstack([p.flux for p in streamed]), here.flux)
 
 
 def test_reading_on_the_cluster_matches_in_process(cluster, desi_archive, tmp_path):
