@@ -84,6 +84,15 @@ def active_or_none() -> Cluster | None:
     return _active if _active is not None and not _active.closed else None
 
 
+def resolve_cluster(cluster: Cluster | bool | None) -> Cluster | None:
+    """What a ``cluster=`` argument means: None the active cluster (if any), False none."""
+    if cluster is False:
+        return None
+    if cluster is None:
+        return active_or_none()
+    return cluster
+
+
 def disconnect() -> None:
     """Close the active cluster, if any."""
     global _active

@@ -17,6 +17,7 @@ from typing import Any
 
 from astropy.io import fits
 
+from labkit.clusters import resolve_cluster
 from labkit.errors import ParameterError, SpectraError, SpectraFileError, SpectraWarning
 from labkit.spectra.container import Spectra, concatenate
 from labkit.spectra.desi import FILE_SPECTRA, looks_like_desi, read_desi, write_desi
@@ -63,7 +64,7 @@ def read(
         raise ParameterError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     paths = resolve_paths(source)
     table = load_redshifts(redshifts) if redshifts is not None else None
-    cluster = _cluster(cluster)
+    cluster = resolve_cluster(cluster)
     if cluster is not None and len(paths) > 1:
         outcomes = cluster.map(_read_guarded, paths, progress=progress, desc="read spectra")
     else:
@@ -84,16 +85,6 @@ def read(
         raise SpectraError(f"none of the {len(paths)} file(s) could be read")
     spectra = concatenate(parts)
     return join_redshifts(spectra, table) if table is not None else spectra
-
-
-def _cluster(cluster: Any):
-    if cluster is False:
-        return None
-    if cluster is None:
-        from labkit.clusters import active_or_none
-
-        return active_or_none()
-    return cluster
 
 
 def resolve_paths(source: Any) -> list[str]:

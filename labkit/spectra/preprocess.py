@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from astropy import units as u
 
+from labkit.clusters import resolve_cluster
 from labkit.errors import MissingRedshiftError, ParameterError, SpectraError, SpectraWarning
 from labkit.spectra.container import Spectra
 from labkit.spectra.grids import SDSS_DLOG, as_angstrom, check_wave, log_grid, pixel_edges
@@ -167,16 +168,6 @@ def _chunk_size(n: int, n_in: int, slots: int) -> int:
     return int(np.clip(even, 8, max(8, CLUSTER_CHUNK_BYTES // row_bytes)))
 
 
-def _resolve_cluster(cluster: Any):
-    if cluster is False:
-        return None
-    if cluster is None:
-        from labkit.clusters import active_or_none
-
-        return active_or_none()
-    return cluster
-
-
 def _slots(cluster: Any) -> int:
     return 0 if cluster is None else max(1, int(cluster.resources()["cpus"]))
 
@@ -198,7 +189,7 @@ def preprocess_chunks(
     if grid is None:
         raise ParameterError("preprocess_chunks needs a grid; make one with rest_grid(start, stop)")
     grid = _check_grid(grid)
-    cluster = _resolve_cluster(cluster)
+    cluster = resolve_cluster(cluster)
     waiting: dict[int, tuple[Spectra, Windows]] = {}
     following = 0
     for position, chunk, result in _stream(chunks, grid, cluster, progress, total):
@@ -291,7 +282,7 @@ def preprocess(
     _usable_redshifts(spectra)  # refuse before any work is sent anywhere
     grid = default_grid(spectra) if grid is None else _check_grid(grid)
     n = len(spectra)
-    cluster = _resolve_cluster(cluster)
+    cluster = resolve_cluster(cluster)
     size = chunk_size or _chunk_size(n, spectra.n_pixels, _slots(cluster))
     flux = np.zeros((n, grid.size), dtype=np.float32)
     ivar = np.zeros((n, grid.size), dtype=np.float32)
