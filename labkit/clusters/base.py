@@ -109,7 +109,8 @@ class Cluster(ABC):
         """
         self._check_open()
         items = list(items)
-        slots = max(1, int(self.resources()["cpus"]))
+        # sizing chunks to the cluster asks it for its slots: skip that when told the size
+        slots = 1 if chunksize is not None else max(1, int(self.resources()["cpus"]))
         chunks = plan_chunks(len(items), slots, chunksize)
         stream = self.run_chunks(fn, [items[c.start : c.stop] for c in chunks])
         try:

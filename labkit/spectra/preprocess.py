@@ -192,7 +192,8 @@ def preprocess_chunks(
     cluster = resolve_cluster(cluster)
     waiting: dict[int, tuple[Spectra, Windows]] = {}
     following = 0
-    for position, chunk, result in _stream(chunks, grid, cluster, progress, total):
+    stream = _stream(chunks, grid, cluster, _slots(cluster), progress, total)
+    for position, chunk, result in stream:
         waiting[position] = chunk, result
         while following in waiting:  # results arrive in any order; hand them out in order
             yield _rest_frame(*waiting.pop(following), grid)
@@ -215,7 +216,7 @@ def _rest_frame(chunk: Spectra, result: Windows, grid: np.ndarray) -> Spectra:
 
 
 def _stream(
-    chunks, grid, cluster, progress, total, checked=False
+    chunks, grid, cluster, slots, progress, total, checked=False
 ) -> Iterator[tuple[int, Spectra, Windows]]:
     """(position, chunk, result) as results arrive; a bounded number of chunks in flight.
 
@@ -223,7 +224,6 @@ def _stream(
     """
     from tqdm.auto import tqdm
 
-    slots = _slots(cluster)
     with tqdm(total=total, desc="preprocess", unit="spectrum", disable=not progress) as bar:
         pending: list[tuple[Spectra, Block]] = []
         position = 0
@@ -283,13 +283,15 @@ def preprocess(
     grid = default_grid(spectra) if grid is None else _check_grid(grid)
     n = len(spectra)
     cluster = resolve_cluster(cluster)
-    size = chunk_size or _chunk_size(n, spectra.n_pixels, _slots(cluster))
+    slots = _slots(cluster)
+    size = chunk_size or _chunk_size(n, spectra.n_pixels, slots)
     flux = np.zeros((n, grid.size), dtype=np.float32)
     ivar = np.zeros((n, grid.size), dtype=np.float32)
     mask = np.ones((n, grid.size), dtype=bool)
     norm = np.full(n, np.nan)
     chunks = (spectra[start : start + size] for start in range(0, n, size))
-    for position, chunk, result in _stream(chunks, grid, cluster, progress, n, checked=True):
+    stream = _stream(chunks, grid, cluster, slots, progress, n, checked=True)
+    for position, chunk, result in stream:
         rows = slice(position * size, position * size + len(chunk))
         result.place(flux[rows], ivar[rows], mask[rows], norm[rows])
     meta = spectra.meta.copy()

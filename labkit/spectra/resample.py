@@ -16,9 +16,8 @@ from labkit.spectra.grids import pixel_edges, positions
 
 # An output pixel less than this fraction covered by good input pixels is masked.
 MIN_COVERAGE = 0.5
-WORK_BYTES = (
-    8 * 2**20
-)  # temporaries one block of rows may take (cache-sized: 64 MB ran 1.6x slower)
+# Temporaries one block of rows may take: cache-sized (64 MB ran 1.6x slower).
+WORK_BYTES = 8 * 2**20
 BYTES_PER_PIXEL = 80  # float64 temporaries per (row, input + output pixel)
 
 
