@@ -101,22 +101,30 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
 
 def raw_torch_loop(flux, weight, config: TrainConfig, wave, epochs: int) -> float:
     """The same model and objective in a plain PyTorch loop; spectra per second after epoch 1."""
+    device = torch.device(config.resolved_device())
     torch.manual_seed(0)
-    model = SpectrumVAE(wave, **config.architecture())
+    model = SpectrumVAE(wave, **config.architecture()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    flux_t, weight_t = torch.from_numpy(flux), torch.from_numpy(weight)
+    flux_t, weight_t = torch.from_numpy(flux).to(device), torch.from_numpy(weight).to(device)
     started = None
     for epoch in range(epochs):
         if epoch == 1:
+            _synchronize(device)
             started = time.perf_counter()
-        for rows in torch.randperm(len(flux_t)).split(config.batch_size):
+        for rows in torch.randperm(len(flux_t), device=device).split(config.batch_size):
             f, w = flux_t[rows], weight_t[rows]
             recon, mu, logvar = model(f, w)
             loss, pixels = negative_elbo(recon, mu, logvar, f, w, 1.0)
             optimizer.zero_grad()
             (loss / pixels).backward()
             optimizer.step()
+    _synchronize(device)
     return len(flux) * (epochs - 1) / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -194,6 +202,7 @@ def _measure(args: argparse.Namespace, threads: int, speed_epochs: int, work: Pa
         "train_seconds": train_seconds,
         "epochs_trained": len(result.history),
         "threads": threads,
+        "device": config.resolved_device(),
     }
     if not args.no_ray:
         with labkit.connect(backend="ray", workers=2):

@@ -3,9 +3,11 @@
 Two questions about a spectrum, each answered in units of the training spectra's own spread:
 does the model reconstruct it as well as it reconstructs typical spectra (log χ² per pixel,
 with each pixel's variance raised by the model's typical misfit there),
-and does its latent vector lie where training spectra lie (Mahalanobis distance under a
-Gaussian fitted to the training latents)? Medians and MADs keep rare oddities in the training
-set from inflating the spread they are measured against.
+and does its latent vector lie where training spectra lie (the mean distance to its nearest
+training latents, after whitening them)? A neighbour density follows the population's real
+shape (clusters per spectral class, curved sequences), where one Gaussian would call the empty
+space between classes typical. Medians and MADs keep rare oddities in the training set from
+inflating the spread they are measured against.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class TrainingPopulation(nn.Module):
     """Statistics of the training spectra, kept as buffers so they travel with the model."""
 
     # weight of the latent-density term next to the reconstruction term
-    LATENT_WEIGHT = 0.5
+    LATENT_WEIGHT = 2.0
+    NEIGHBOURS = 20  # training latents whose mean distance measures local density
 
     def __init__(self, latent_dim: int, n_pixels: int):
         super().__init__()
@@ -39,8 +42,17 @@ class TrainingPopulation(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.register_buffer("latent_mean", torch.zeros(latent_dim, dtype=torch.float64))
         self.register_buffer("latent_whiten", torch.eye(latent_dim, dtype=torch.float64))
+        # whitened training latents, the neighbours a spectrum's latent vector is compared with
+        self.register_buffer("reference", torch.zeros(0, latent_dim))
         self.register_buffer("chi2_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
         self.register_buffer("distance_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # the reference set's size is the fitted population's: take the stored one's shape
+        stored = state_dict.get(prefix + "reference")
+        if isinstance(stored, torch.Tensor) and stored.ndim == 2:
+            self.reference = torch.zeros_like(stored, device=self.reference.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def fit(self, chi2_per_pixel: np.ndarray, latents: np.ndarray) -> None:
         keep = np.isfinite(chi2_per_pixel) & (chi2_per_pixel > 0)
@@ -54,15 +66,31 @@ class TrainingPopulation(nn.Module):
         whiten = np.linalg.inv(np.linalg.cholesky(cov))
         self.latent_mean.copy_(torch.from_numpy(mean))
         self.latent_whiten.copy_(torch.from_numpy(whiten))
+        self.reference = torch.from_numpy(self._whiten(latents)).float().to(self.reference.device)
         self.chi2_stats.copy_(torch.tensor(_robust(np.log(chi2_per_pixel[keep]))))
-        self.distance_stats.copy_(torch.tensor(_robust(self._log_distance(latents))))
+        own = self._log_distance(latents, leave_one_out=True)
+        self.distance_stats.copy_(torch.tensor(_robust(own)))
         self.fitted.fill_(True)
 
-    def _log_distance(self, latents: np.ndarray) -> np.ndarray:
+    def _whiten(self, latents: np.ndarray) -> np.ndarray:
         mean = self.latent_mean.cpu().numpy()
         whiten = self.latent_whiten.cpu().numpy()
-        white = (latents.astype(np.float64) - mean) @ whiten.T
-        return np.log((white**2).sum(axis=1) + 1e-12)
+        return (latents.astype(np.float64) - mean) @ whiten.T
+
+    def _log_distance(self, latents: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+        """Log mean distance to the nearest reference latents (skipping itself if asked)."""
+        reference = self.reference.cpu()
+        k = min(self.NEIGHBOURS, len(reference) - int(leave_one_out))
+        if k < 1:
+            return np.zeros(len(latents))
+        white = torch.from_numpy(self._whiten(latents)).float()
+        skip = int(leave_one_out)
+        out = []
+        for start in range(0, len(white), 1024):
+            distances = torch.cdist(white[start : start + 1024], reference)
+            nearest = distances.topk(k + skip, dim=1, largest=False).values[:, skip:]
+            out.append(torch.log(nearest.mean(dim=1) + 1e-12))
+        return torch.cat(out).double().numpy()
 
     def components(
         self, chi2_per_pixel: np.ndarray, latents: np.ndarray

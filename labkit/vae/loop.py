@@ -104,7 +104,7 @@ def fit(
     """
     device = torch.device(device)
     model = SpectrumVAE.from_payload(state["model"], "training state").to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _optimizer(model, config)
     if state.get("optimizer"):
         optimizer.load_state_dict(state["optimizer"])
     net = wrap(model) if wrap is not None else model
@@ -171,6 +171,18 @@ def fit(
                 }
             )
             emit({"record": record, "best_epoch": best_epoch, "state": packed})
+
+
+def _optimizer(model: SpectrumVAE, config: TrainConfig) -> torch.optim.Adam:
+    """Adam, with weight decay on the networks only: the linear paths hold the principal
+    components the model starts from, and shrinking them would only blur that fit."""
+    linear = model.linear_parameters()
+    network = [p for p in model.parameters() if all(p is not q for q in linear)]
+    groups = [
+        {"params": network, "weight_decay": config.weight_decay},
+        {"params": linear, "weight_decay": 0.0},
+    ]
+    return torch.optim.Adam(groups, lr=config.lr)
 
 
 def learning_rate(epoch: int, config: TrainConfig) -> float:

@@ -24,10 +24,10 @@ from labkit.vae.data import TrainingArrays, training_arrays
 from labkit.vae.losses import chi2_per_spectrum
 
 FORMAT = "labkit.SpectrumVAE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 GRID_RTOL = 1e-6
 LOGVAR_RANGE = (-12.0, 8.0)
-REFINE_STEPS = 30  # gradient steps that refine latents before reconstructing (0: encoder only)
+REFINE_STEPS = 100  # gradient steps that refine latents before reconstructing (0: encoder only)
 REFINE_LR = 0.05
 
 
@@ -134,6 +134,8 @@ class SpectrumVAE(nn.Module):
         # a linear path next to the network: what PCA captures comes for free, the
         # hidden layers learn the curvature of the population beyond it
         self.decoder_linear = nn.Linear(latent_dim, n_pixels, bias=False)
+        # and its mirror in the encoder: a linear projection onto the latent means
+        self.encoder_linear = nn.Linear(n_pixels, latent_dim, bias=False)
         self.register_buffer("wave", torch.as_tensor(wave, dtype=torch.float64))
         self.register_buffer("flux_mean", torch.zeros(n_pixels))
         self.register_buffer("flux_std", torch.ones(n_pixels))
@@ -157,13 +159,43 @@ class SpectrumVAE(nn.Module):
         self.flux_mean.copy_(torch.as_tensor(mean))
         self.flux_std.copy_(torch.as_tensor(std))
 
+    @torch.no_grad()
+    def start_from_pca(self, flux: np.ndarray, weight: np.ndarray) -> None:
+        """Start as probabilistic PCA of these (training) spectra; the networks add to it.
+
+        The linear paths get the leading principal components of the standardised flux
+        (masked pixels at the mean), scaled so that latents have unit variance, as the
+        prior wants; the networks' output layers start at zero. Training then begins from
+        what PCA achieves and the networks learn what lies beyond it.
+        """
+        mean, std = self.flux_mean.cpu().numpy(), self.flux_std.cpu().numpy()
+        x = np.where(weight > 0, (flux - mean) / std, 0.0)
+        _, singular, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+        k = min(self.latent_dim, len(singular))
+        scale = np.maximum(singular[:k] / np.sqrt(max(len(x) - 1, 1)), 1e-6)
+        decoder = np.zeros((self.n_pixels, self.latent_dim))
+        decoder[:, :k] = vt[:k].T * scale
+        encoder = np.zeros((self.latent_dim, self.n_pixels))
+        encoder[:k] = vt[:k] / scale[:, None]
+        self.decoder_linear.weight.copy_(torch.as_tensor(decoder))
+        self.encoder_linear.weight.copy_(torch.as_tensor(encoder))
+        self.decoder[-1].weight.zero_()
+        self.decoder[-1].bias.zero_()
+        head = self.encoder.head
+        head.weight[: self.latent_dim].zero_()
+        head.bias[: self.latent_dim].zero_()
+
+    def linear_parameters(self) -> list[nn.Parameter]:
+        """The weights of the linear (PCA-like) paths beside the networks."""
+        return [self.encoder_linear.weight, self.decoder_linear.weight]
+
     def posterior(self, flux: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(mean, log-variance) of q(z | spectrum); masked pixels enter as the mean spectrum."""
         observed = (weight > 0).to(flux.dtype)
         x = (flux - self.flux_mean) / self.flux_std * observed
         out = self.encoder(x, observed)
         mu, logvar = out.chunk(2, dim=1)
-        return mu, logvar.clamp(*LOGVAR_RANGE)
+        return mu + self.encoder_linear(x), logvar.clamp(*LOGVAR_RANGE)
 
     def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
         return self.flux_mean + self.flux_std * (self.decoder(z) + self.decoder_linear(z))
@@ -287,13 +319,17 @@ class SpectrumVAE(nn.Module):
         return chi2, latents
 
     def _fit_statistics(
-        self, arrays: TrainingArrays, batch_size: int = 1024, excess: torch.Tensor | None = None
+        self,
+        arrays: TrainingArrays,
+        batch_size: int = 1024,
+        excess: torch.Tensor | None = None,
+        latents_given: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per spectrum: χ²/pixel, χ²/pixel under the learned model-error floor, latents.
 
         With ``excess`` (P,) given, its running sums of (residual² − noise variance) per pixel
         are accumulated into it (row 0: sums, row 1: counts) — how ``fit_population`` learns
-        where the model typically misfits.
+        where the model typically misfits. ``latents_given`` skips the latent fit.
         """
         was_training = self.training
         self.eval()
@@ -301,8 +337,12 @@ class SpectrumVAE(nn.Module):
         chi2, chi2_floor, latents = [], [], []
         try:
             with torch.no_grad():
-                for flux, weight in self._batches(arrays, batch_size):
-                    mu = self.best_fit_latents(flux, weight)
+                for batch, (flux, weight) in enumerate(self._batches(arrays, batch_size)):
+                    if latents_given is None:
+                        mu = self.best_fit_latents(flux, weight)
+                    else:
+                        given = latents_given[batch * batch_size : (batch + 1) * batch_size]
+                        mu = torch.from_numpy(given).to(self.device)
                     recon = self.decode_tensor(mu)
                     observed = weight > 0
                     pixels = observed.sum(dim=1).to(flux.dtype)
@@ -338,16 +378,16 @@ class SpectrumVAE(nn.Module):
     def fit_population(self, spectra: Any, batch_size: int = 1024) -> None:
         """Learn from training spectra what anomaly scores compare with.
 
-        Two passes: the per-pixel model-error floor first, then the spread of floored χ² and
-        the distribution of latent vectors.
+        Two passes over the same best-fit latents: the per-pixel model-error floor first,
+        then the spread of floored χ² and the distribution of latent vectors.
         """
         arrays = self._arrays(spectra)
         excess = torch.zeros(2, self.n_pixels, dtype=torch.float64)
         self.population.model_variance.zero_()
-        self._fit_statistics(arrays, batch_size, excess=excess)
+        _, _, latents = self._fit_statistics(arrays, batch_size, excess=excess)
         floor = (excess[0] / excess[1].clamp(min=1)).clamp(min=0)
         self.population.model_variance.copy_(floor.to(self.population.model_variance))
-        _, chi2_floor, latents = self._fit_statistics(arrays, batch_size)
+        _, chi2_floor, _ = self._fit_statistics(arrays, batch_size, latents_given=latents)
         self.population.fit(chi2_floor, latents)
 
     # -- persistence ---------------------------------------------------------------------

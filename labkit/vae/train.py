@@ -187,6 +187,8 @@ def _fresh_state(
         torch.manual_seed(config.seed)
         model = SpectrumVAE(arrays.wave, **config.architecture())
     model.set_flux_statistics(*pixel_statistics(arrays.subset(train_index)))
+    sample = arrays.subset(_population_sample(train_index, config.seed))
+    model.start_from_pca(sample.flux, sample.weight)
     return loop.initial_state(model, config)
 
 

@@ -130,3 +130,41 @@ def test_refined_latents_fit_at_least_as_well_as_the_encoder(rest_spectra):
         before, after = objective(encoder_only), objective(refined)
     assert torch.all(after <= before) and torch.any(after < before)
     torch.testing.assert_close(encoder_only, model.posterior(flux, weight)[0])
+
+
+def test_a_fresh_model_starts_as_pca_of_its_training_spectra(rest_spectra):
+    model = _model(rest_spectra)
+    arrays = training_arrays(rest_spectra)
+    model.start_from_pca(arrays.flux, arrays.weight)
+    mean, std = model.flux_mean.numpy(), model.flux_std.numpy()
+    x = np.where(arrays.weight > 0, (arrays.flux - mean) / std, 0.0).astype(np.float64)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    top = vt[: model.latent_dim]
+    model.refine_steps = 0  # the encoder's guess alone: the projection onto the components
+    expected = mean + std * (x @ top.T @ top)
+    np.testing.assert_allclose(model.reconstruct(rest_spectra), expected, rtol=1e-3, atol=1e-3)
+    latents = model.encode(rest_spectra)  # scaled so the prior N(0, 1) fits them
+    np.testing.assert_allclose(latents.std(axis=0, ddof=1), 1.0, rtol=1e-3)
+
+
+def test_weight_decay_leaves_the_linear_pca_paths_alone(rest_spectra):
+    from labkit.vae.loop import _optimizer
+
+    model = _model(rest_spectra)
+    groups = _optimizer(model, TrainConfig(weight_decay=1e-3)).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert {id(p) for p in model.linear_parameters()}.isdisjoint(decayed)
+    assert len(decayed) == len(list(model.parameters())) - 2
+
+
+def test_latent_density_follows_clusters_not_one_gaussian():
+    from labkit.vae.anomaly import TrainingPopulation
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[-5.0, 0.0], [5.0, 0.0]])  # two classes: their mean lies in empty space
+    latents = np.concatenate([c + rng.normal(size=(300, 2)) for c in centres])
+    population = TrainingPopulation(latent_dim=2, n_pixels=10)
+    population.fit(np.ones(len(latents)), latents)
+    members = population.components(np.ones(2), centres)[1]
+    between = population.components(np.ones(1), np.zeros((1, 2)))[1]
+    assert between[0] > 3 and members.max() < 1
