@@ -104,9 +104,7 @@ def raw_torch_loop(flux, weight, config: TrainConfig, wave, epochs: int) -> floa
     device = torch.device(config.resolved_device())
     torch.manual_seed(0)
     model = SpectrumVAE(wave, **config.architecture()).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     flux_t, weight_t = torch.from_numpy(flux).to(device), torch.from_numpy(weight).to(device)
     started = None
     for epoch in range(epochs):

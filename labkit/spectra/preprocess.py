@@ -60,29 +60,39 @@ class Windows:
     first: np.ndarray  # (N,) first grid pixel of each row's window
     flux: np.ndarray  # (N, W) float32
     ivar: np.ndarray  # (N, W) float32
-    ok: np.ndarray  # (N, W) bool, usable
+    masked: np.ndarray  # (N, W) bool, not usable (as the driver stores it: no inversion there)
     norm: np.ndarray  # (N,) rest-frame flux level divided out; NaN for rows with no usable pixel
 
     def place(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, norm: np.ndarray) -> None:
         """Write into (N, M) arrays prepared as zeros, zeros, ones (masked) and (N,)."""
         place(self.first, self.flux, flux)
         place(self.first, self.ivar, ivar)
-        place(self.first, ~self.ok, mask)
+        place(self.first, self.masked, mask)
         norm[:] = self.norm
 
 
 def process_block(block: Block) -> Windows:
-    """Rest-frame flux, ivar and usable pixels of one chunk, normalised (runs on a worker)."""
+    """Rest-frame flux, ivar and masked pixels of one chunk, normalised (runs on a worker)."""
     scale = 1.0 + np.where(np.isfinite(block.z), block.z, 0.0)
-    first, flux, ivar, ok = resample_windows(
+    first, width, blocks = resample_windows(
         block.wave, block.flux, block.ivar, block.ivar <= 0, pixel_edges(block.grid), scale
     )
-    # normalising makes the rest-frame factor f_rest = f_obs (1+z) cancel; it stays in norm
-    level = robust_level(flux, ~ok)
-    flux /= level[:, None]
-    ivar *= level[:, None] ** 2
-    norm = np.where(ok.any(axis=1), level * scale, np.nan)
-    return Windows(first, flux.astype(np.float32), ivar.astype(np.float32), ok, norm)
+    n = len(first)
+    result = Windows(
+        first,
+        np.empty((n, width), np.float32),
+        np.empty((n, width), np.float32),
+        np.empty((n, width), bool),
+        np.empty(n),
+    )
+    for rows, flux, ivar, ok in blocks:
+        masked = np.logical_not(ok, out=result.masked[rows])
+        # normalising makes the rest-frame factor f_rest = f_obs (1+z) cancel; it stays in norm
+        level = robust_level(flux, masked)
+        np.divide(flux, level[:, None], out=result.flux[rows], casting="same_kind")
+        np.multiply(ivar, (level**2)[:, None], out=result.ivar[rows], casting="same_kind")
+        result.norm[rows] = np.where(ok.any(axis=1), level * scale[rows], np.nan)
+    return result
 
 
 def robust_level(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:

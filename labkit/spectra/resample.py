@@ -10,6 +10,8 @@ wide rest-frame grid), the rest are masked.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from labkit.spectra.grids import pixel_edges, positions
@@ -36,15 +38,14 @@ def resample(
     edges this de-redshifts. Returns float64 flux and ivar and a bool mask, each (N, M);
     masked output pixels have flux 0 and ivar 0.
     """
-    first, flux_w, ivar_w, ok = resample_windows(
-        wave, flux, ivar, mask, edges_out, scale, min_coverage
-    )
+    first, _, blocks = resample_windows(wave, flux, ivar, mask, edges_out, scale, min_coverage)
     shape = (flux.shape[0], edges_out.size - 1)
-    return (
-        place(first, flux_w, np.zeros(shape)),
-        place(first, ivar_w, np.zeros(shape)),
-        ~place(first, ok, np.zeros(shape, dtype=bool)),
-    )
+    flux_out, ivar_out, mask_out = np.zeros(shape), np.zeros(shape), np.ones(shape, dtype=bool)
+    for rows, flux_w, ivar_w, ok in blocks:
+        place(first[rows], flux_w, flux_out[rows])
+        place(first[rows], ivar_w, ivar_out[rows])
+        place(first[rows], ~ok, mask_out[rows])
+    return flux_out, ivar_out, mask_out
 
 
 def place(first: np.ndarray, windows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -66,11 +67,14 @@ def resample_windows(
     edges_out: np.ndarray,
     scale: np.ndarray | None = None,
     min_coverage: float = MIN_COVERAGE,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, int, Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]]:
     """Like ``resample``, for only the output pixels each spectrum can reach.
 
-    Returns ``first`` (N,), the first output pixel of each row's window, and flux, ivar and
-    ``ok`` (usable), each (N, W): the same window width W for every row.
+    Returns ``first`` (N,), the first output pixel of each row's window, the window width W
+    (the same for every row), and the rows in blocks whose temporaries fit WORK_BYTES:
+    ``(rows, flux, ivar, ok)``, each (rows, W). The caller keeps what it needs of a block (in
+    its own dtype) before asking for the next, so no float64 array of all rows is ever made:
+    large fresh allocations are slow where each new page faults (they ran 15-40 % slower).
     """
     n, m = flux.shape[0], edges_out.size - 1
     scale = np.ones(n) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -83,28 +87,27 @@ def resample_windows(
         first[:] = 0
         width = m
     first = np.minimum(first, m - width)
-    window = edges_out[first[:, None] + np.arange(width + 1)]
-    # rows in blocks, so temporaries stay within WORK_BYTES however many rows come in
     rows = max(1, WORK_BYTES // ((wave.size + width) * BYTES_PER_PIXEL))
-    if n <= rows:
-        flux_w, ivar_w, ok = _resample_rows(
-            edges_in, wave, flux, ivar, mask, window, scale, min_coverage
-        )
-        return first, flux_w, ivar_w, ok
-    flux_w, ivar_w, ok = np.empty((n, width)), np.empty((n, width)), np.empty((n, width), bool)
-    for start in range(0, n, rows):
-        span = slice(start, start + rows)
-        flux_w[span], ivar_w[span], ok[span] = _resample_rows(
-            edges_in,
-            wave,
-            flux[span],
-            ivar[span],
-            mask[span],
-            window[span],
-            scale[span],
-            min_coverage,
-        )
-    return first, flux_w, ivar_w, ok
+
+    def blocks() -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+        for start in range(0, n, rows):
+            span = slice(start, start + rows)
+            window = edges_out[first[span, None] + np.arange(width + 1)]
+            yield (
+                span,
+                *_resample_rows(
+                    edges_in,
+                    wave,
+                    flux[span],
+                    ivar[span],
+                    mask[span],
+                    window,
+                    scale[span],
+                    min_coverage,
+                ),
+            )
+
+    return first, width, blocks()
 
 
 def _resample_rows(edges_in, wave, flux, ivar, mask, edges_out, scale, min_coverage):

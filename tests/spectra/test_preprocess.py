@@ -130,6 +130,18 @@ def test_every_row_is_kept_in_order_and_chunking_changes_nothing(small_mock):
     np.testing.assert_array_equal(np.vstack([s.flux for s in streamed]), whole.flux)
 
 
+def test_the_size_of_work_blocks_changes_nothing(small_mock, monkeypatch):
+    from labkit.spectra import resample
+
+    monkeypatch.setattr(resample, "WORK_BYTES", 1)  # one row per block
+    row_by_row = preprocess(small_mock, cluster=False, progress=False)
+    monkeypatch.setattr(resample, "WORK_BYTES", 2**40)  # every row in one block
+    at_once = preprocess(small_mock, cluster=False, progress=False)
+    for name in ("flux", "ivar", "mask"):
+        np.testing.assert_array_equal(getattr(row_by_row, name), getattr(at_once, name))
+    np.testing.assert_array_equal(row_by_row.meta["norm"], at_once.meta["norm"])
+
+
 def test_missing_redshifts_are_named():
     spectra = gaussian_line_spectra([0.1, 0.2, 0.3, 0.4])
     spectra.meta["targetid"] = [11, 22, 33, 44]
