@@ -12,6 +12,8 @@ inflating the spread they are measured against.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -47,7 +49,9 @@ class TrainingPopulation(nn.Module):
         self.register_buffer("chi2_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
         self.register_buffer("distance_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # the reference set's size is the fitted population's: take the stored one's shape
         stored = state_dict.get(prefix + "reference")
         if isinstance(stored, torch.Tensor) and stored.ndim == 2:
