@@ -15,6 +15,7 @@ from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.errors import ConnectError
 
 LOOPBACK = "127.0.0.1"
+SCATTER_BYTES = 2**20  # chunks at least this large are sent to a worker ahead of their task
 
 
 def check_reachable(address: str, timeout: float) -> None:
@@ -107,7 +108,9 @@ class DaskCluster(Cluster):
     ) -> Iterator[tuple[int, ChunkResult]]:
         from distributed import as_completed
 
-        futures = [self.client.submit(run_chunk, fn, chunk, pure=False) for chunk in chunks]
+        futures = [
+            self.client.submit(run_chunk, fn, self._argument(chunk), pure=False) for chunk in chunks
+        ]
         position = {future.key: index for index, future in enumerate(futures)}
         try:
             for future in as_completed(futures):
@@ -118,6 +121,19 @@ class DaskCluster(Cluster):
                 yield position[future.key], outcome
         finally:
             self.client.cancel([future for future in futures if not future.done()])
+
+    def _argument(self, chunk: list[Any]) -> Any:
+        """A large chunk goes straight to a worker (``scatter``); a small one rides in the task.
+
+        Data inside a task travels through the scheduler (which for a local cluster runs in
+        this process) before it reaches a worker: for chunks of arrays that costs more than
+        the work.
+        """
+        from dask.sizeof import sizeof
+
+        if sizeof(chunk) < SCATTER_BYTES:
+            return chunk
+        return self.client.scatter([chunk], hash=False)[0]
 
     def _scale(self, n: int) -> None:
         self.local_cluster.scale(n)

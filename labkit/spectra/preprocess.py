@@ -48,6 +48,9 @@ class Block:
     z: np.ndarray
     grid: np.ndarray
 
+    def __sizeof__(self) -> int:  # what schedulers (dask.sizeof) see of its size
+        return _nbytes(self.wave, self.flux, self.ivar, self.z, self.grid)
+
 
 @dataclass
 class Windows:
@@ -63,12 +66,19 @@ class Windows:
     masked: np.ndarray  # (N, W) bool, not usable (as the driver stores it: no inversion there)
     norm: np.ndarray  # (N,) rest-frame flux level divided out; NaN for rows with no usable pixel
 
+    def __sizeof__(self) -> int:
+        return _nbytes(self.first, self.flux, self.ivar, self.masked, self.norm)
+
     def place(self, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, norm: np.ndarray) -> None:
         """Write into (N, M) arrays prepared as zeros, zeros, ones (masked) and (N,)."""
         place(self.first, self.flux, flux)
         place(self.first, self.ivar, ivar)
         place(self.first, self.masked, mask)
         norm[:] = self.norm
+
+
+def _nbytes(*arrays: np.ndarray) -> int:
+    return sum(array.nbytes for array in arrays)
 
 
 def process_block(block: Block) -> Windows:

@@ -100,3 +100,22 @@ def test_failed_connect_keeps_the_previous_connection(dask_scheduler):
     with pytest.raises(labkit.LabkitError):
         labkit.connect(f"tcp://127.0.0.1:{free_port()}", timeout=2)
     assert labkit.current() is first and not first.closed
+
+
+def test_large_dask_chunks_go_straight_to_a_worker(dask_scheduler, monkeypatch):
+    import numpy as np
+
+    cluster = labkit.connect(dask_scheduler.address, timeout=30)
+    scattered = []
+    scatter = cluster.client.scatter
+
+    def counting_scatter(data, **options):
+        scattered.append(data)
+        return scatter(data, **options)
+
+    monkeypatch.setattr(cluster.client, "scatter", counting_scatter)
+    arrays = [np.full(300_000, float(i)) for i in range(3)]  # 2.4 MB each
+    sums = cluster.map(np.sum, arrays, progress=False, chunksize=1)
+    assert sums == [0.0, 300_000.0, 600_000.0] and len(scattered) == 3
+    assert cluster.map(abs, [-1, -2], progress=False) == [1, 2]
+    assert len(scattered) == 3  # small chunks ride inside their tasks
