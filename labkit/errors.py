@@ -126,6 +126,10 @@ class SpectraWarning(UserWarning):
     """Something in spectra the user should know about, that does not stop the step."""
 
 
+class BundleWarning(UserWarning):
+    """Something in a frozen bundle the user should know about, that does not stop freezing."""
+
+
 class RunFailedError(LabkitError):
     """A run, batch or verification finished but did not come out as it should."""
 

@@ -16,11 +16,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit.errors import BundleError
+from labkit.errors import BundleError, BundleWarning
 from labkit.runs.bundle import (
     FORMAT_VERSION,
     LOCK,
@@ -164,6 +165,45 @@ def is_plain_assignments(source: str) -> bool:
     return True
 
 
+def assigned_names(source: str) -> list[str]:
+    """Names a cell assigns at its top level, in order (none if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+        elif isinstance(statement, ast.AnnAssign):
+            targets = [statement.target]
+        else:
+            continue
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def _checked_parameters(
+    frozen: nbformat.NotebookNode, inferred: dict[str, Any], source: Path
+) -> list[dict[str, Any]]:
+    """papermill's parameters, with a warning for names the cell assigns that it missed.
+
+    papermill reads the parameters cell line by line and skips, with only a log line, what
+    it cannot parse (``a = b = 1``, ``a = 1; b = 2``); a run could then not set those names.
+    """
+    cell = next(c for c in frozen.cells if PARAMETERS_TAG in _tags(c))
+    missed = [name for name in assigned_names(cell.source) if name not in inferred]
+    if missed:
+        warnings.warn(
+            f"papermill does not see {', '.join(map(repr, missed))} in the parameters cell of "
+            f"{source}, so runs cannot set {'it' if len(missed) == 1 else 'them'}; give each "
+            "parameter a line of its own: `name = value  # comment`",
+            BundleWarning,
+            stacklevel=3,
+        )
+    return parameter_spec(inferred)
+
+
 # -- the manifest ----------------------------------------------------------------------------
 def build_manifest(
     name: str, source: Path, frozen: nbformat.NotebookNode, frozen_path: Path
@@ -180,7 +220,7 @@ def build_manifest(
         "source": {"path": str(source), "sha256": sha256_file(source)},
         "working_dir": str(folder),
         "kernel": kernelspec.get("name") or "python3",
-        "parameters": parameter_spec(inspect_notebook(str(frozen_path))),
+        "parameters": _checked_parameters(frozen, inspect_notebook(str(frozen_path)), source),
         "python": {
             "version": platform.python_version(),
             "implementation": platform.python_implementation(),

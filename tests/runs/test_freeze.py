@@ -14,7 +14,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import labkit
-from labkit.errors import BundleError
+from labkit.errors import BundleError, BundleWarning
 from labkit.runs import current_notebook_path, freeze, list_runs, read_records
 from labkit.runs.bundle import sha256_file
 from labkit.runs.freeze import is_plain_assignments
@@ -88,6 +88,16 @@ def test_papermill_infers_declared_types_and_an_existing_tag_is_kept(tmp_path):
         ("rate", "float", "None", "per second"),
         ("names", "list", "None", ""),
     ]
+
+
+def test_a_parameter_papermill_cannot_see_is_warned_about(tmp_path):
+    cells = ["low = high = 1\nseed = 1; scale = 2.0\nlabel = 'qso'  # 'qso' or 'galaxy'"]
+    source = write_notebook(tmp_path / "packed.ipynb", cells)
+    missed = r"papermill does not see 'low', 'high', 'seed', 'scale' in .*packed\.ipynb"
+    with pytest.warns(BundleWarning, match=missed):
+        path = freeze(source, name="packed", out=tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["parameters"]] == ["label"]
 
 
 def test_notebook_without_assignments_gets_a_tagged_parameters_cell(tmp_path):
