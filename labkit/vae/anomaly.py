@@ -1,13 +1,15 @@
 """Anomaly scores measured against the training population, not against known anomaly kinds.
 
-Two questions about a spectrum, each answered in units of the training spectra's own spread:
+Three questions about a spectrum, each answered in units of the training spectra's own spread:
 does the model reconstruct it as well as it reconstructs typical spectra (log χ² per pixel,
-with each pixel's variance raised by the model's typical misfit there),
-and does its latent vector lie where training spectra lie (the mean distance to its nearest
-training latents, after whitening them)? A neighbour density follows the population's real
-shape (clusters per spectral class, curved sequences), where one Gaussian would call the empty
-space between classes typical. Medians and MADs keep rare oddities in the training set from
-inflating the spread they are measured against.
+with each pixel's variance raised by the model's typical misfit there); does any stretch of it
+miss by more than typical spectra do (a bump, a line at the wrong strength: spread over the
+whole spectrum such a misfit barely moves χ² per pixel); and does its latent vector lie where
+training spectra lie (the mean distance to its nearest training latents, after whitening
+them)? A neighbour density follows the population's real shape (clusters per spectral class,
+curved sequences), where one Gaussian would call the empty space between classes typical.
+Medians and MADs keep rare oddities in the training set from inflating the spread they are
+measured against.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import torch
 from torch import nn
 
 MAD_TO_SIGMA = 1.4826
+
+
+def _kept(values: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[keep]
 
 
 def _robust(values: np.ndarray) -> tuple[float, float]:
@@ -35,6 +41,7 @@ class TrainingPopulation(nn.Module):
 
     # weight of the latent-density term next to the reconstruction term
     LATENT_WEIGHT = 2.0
+    LOCAL_WEIGHT = 1.0  # and of the worst-stretch term
     NEIGHBOURS = 20  # training latents whose mean distance measures local density
 
     def __init__(self, latent_dim: int, n_pixels: int):
@@ -48,6 +55,9 @@ class TrainingPopulation(nn.Module):
         self.register_buffer("reference", torch.zeros(0, latent_dim))
         self.register_buffer("chi2_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
         self.register_buffer("distance_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
+        self.register_buffer("local_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
+        # the combined score over the training spectra: scores are told in its spread
+        self.register_buffer("score_stats", torch.tensor([0.0, 1.0], dtype=torch.float64))
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
@@ -58,7 +68,9 @@ class TrainingPopulation(nn.Module):
             self.reference = torch.zeros_like(stored, device=self.reference.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def fit(self, chi2_per_pixel: np.ndarray, latents: np.ndarray) -> None:
+    def fit(
+        self, chi2_per_pixel: np.ndarray, latents: np.ndarray, local: np.ndarray | None = None
+    ) -> None:
         keep = np.isfinite(chi2_per_pixel) & (chi2_per_pixel > 0)
         latents = latents[keep].astype(np.float64)
         if latents.shape[0] < 2:
@@ -74,6 +86,11 @@ class TrainingPopulation(nn.Module):
         self.chi2_stats.copy_(torch.tensor(_robust(np.log(chi2_per_pixel[keep]))))
         own = self._log_distance(latents, leave_one_out=True)
         self.distance_stats.copy_(torch.tensor(_robust(own)))
+        if local is not None:
+            self.local_stats.copy_(torch.tensor(_robust(local[keep])))
+        recon, _, stretch = self.components(chi2_per_pixel[keep], latents, _kept(local, keep))
+        latent = (own - self.distance_stats[0].item()) / self.distance_stats[1].item()
+        self.score_stats.copy_(torch.tensor(_robust(self._combine(recon, latent, stretch))))
         self.fitted.fill_(True)
 
     def _whiten(self, latents: np.ndarray) -> np.ndarray:
@@ -97,19 +114,58 @@ class TrainingPopulation(nn.Module):
         return torch.cat(out).double().numpy()
 
     def components(
-        self, chi2_per_pixel: np.ndarray, latents: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(reconstruction z-score, latent z-score), both robust and relative to training."""
+        self, chi2_per_pixel: np.ndarray, latents: np.ndarray, local: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reconstruction, latent, worst-stretch) z-scores, robust and relative to training
+        (the last zero when ``local`` is not given)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             log_chi2 = np.log(chi2_per_pixel)
         c_center, c_scale = self.chi2_stats.tolist()
         d_center, d_scale = self.distance_stats.tolist()
         recon = (log_chi2 - c_center) / c_scale
         latent = (self._log_distance(latents) - d_center) / d_scale
-        return recon, latent
+        if local is None:
+            return recon, latent, np.zeros_like(recon)
+        l_center, l_scale = self.local_stats.tolist()
+        return recon, latent, (local - l_center) / l_scale
 
-    def score(self, chi2_per_pixel: np.ndarray, latents: np.ndarray) -> np.ndarray:
+    def score(
+        self, chi2_per_pixel: np.ndarray, latents: np.ndarray, local: np.ndarray | None = None
+    ) -> np.ndarray:
         if not bool(self.fitted):
             return chi2_per_pixel.astype(np.float64)
-        recon, latent = self.components(chi2_per_pixel, latents)
-        return recon + self.LATENT_WEIGHT * np.maximum(latent, 0.0)
+        center, scale = self.score_stats.tolist()
+        return (self._combine(*self.components(chi2_per_pixel, latents, local)) - center) / scale
+
+    def _combine(self, recon: np.ndarray, latent: np.ndarray, stretch: np.ndarray) -> np.ndarray:
+        # only unusually far or badly missed counts: closer or better than typical is no merit
+        return (
+            recon
+            + self.LATENT_WEIGHT * np.maximum(latent, 0.0)
+            + self.LOCAL_WEIGHT * np.maximum(stretch, 0.0)
+        )
+
+
+LOCAL_WIDTH = 15  # pixels in a stretch: about a line's width on a survey rest-frame grid
+
+
+def local_misfit(floored: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Per spectrum: log(1 + the worst stretch's excess χ², in standard deviations).
+
+    ``floored`` (N × P): each pixel's squared residual over its noise and model-floor variance,
+    zero where unobserved. Over every LOCAL_WIDTH-pixel stretch with at least half its pixels
+    observed, (Σ floored − n) / √(2n) is how far its χ² lies above what noise gives.
+    """
+    width = min(LOCAL_WIDTH, floored.shape[1])
+    sums = _window_sums(floored.double(), width)
+    counts = _window_sums(observed.double(), width)
+    excess = (sums - counts) / torch.sqrt(2 * counts.clamp(min=1))
+    excess = torch.where(counts >= width / 2, excess, -torch.inf)
+    worst = excess.max(dim=1).values if excess.shape[1] else torch.zeros(len(floored))
+    return torch.log1p(worst.clamp(min=1e-3))
+
+
+def _window_sums(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Sums over every run of ``width`` consecutive pixels of each row (N × (P − width + 1))."""
+    total = torch.nn.functional.pad(values.cumsum(dim=1), (1, 0))
+    return total[:, width:] - total[:, :-width]

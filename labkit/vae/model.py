@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from labkit.errors import CheckpointError
-from labkit.vae.anomaly import TrainingPopulation
+from labkit.vae.anomaly import TrainingPopulation, local_misfit
 from labkit.vae.data import TrainingArrays, training_arrays
 from labkit.vae.losses import chi2_per_spectrum
 
@@ -315,7 +315,7 @@ class SpectrumVAE(nn.Module):
     def _chi2_per_pixel(
         self, arrays: TrainingArrays, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
-        chi2, _, latents = self._fit_statistics(arrays, batch_size)
+        chi2, _, latents, _ = self._fit_statistics(arrays, batch_size)
         return chi2, latents
 
     def _fit_statistics(
@@ -324,8 +324,9 @@ class SpectrumVAE(nn.Module):
         batch_size: int = 1024,
         excess: torch.Tensor | None = None,
         latents_given: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per spectrum: χ²/pixel, χ²/pixel under the learned model-error floor, latents.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per spectrum: χ²/pixel, χ²/pixel under the learned model-error floor, latents, and
+        the worst local misfit under that floor (``local_misfit``).
 
         With ``excess`` (P,) given, its running sums of (residual² − noise variance) per pixel
         are accumulated into it (row 0: sums, row 1: counts) — how ``fit_population`` learns
@@ -334,7 +335,7 @@ class SpectrumVAE(nn.Module):
         was_training = self.training
         self.eval()
         floor = self.population.model_variance
-        chi2, chi2_floor, latents = [], [], []
+        chi2, chi2_floor, latents, local = [], [], [], []
         try:
             with torch.no_grad():
                 for batch, (flux, weight) in enumerate(self._batches(arrays, batch_size)):
@@ -351,29 +352,31 @@ class SpectrumVAE(nn.Module):
                     chi2.append(((weight * residual2).sum(dim=1) / pixels).cpu())
                     floored = torch.where(observed, residual2 / (noise_var + floor), 0.0)
                     chi2_floor.append((floored.sum(dim=1) / pixels).cpu())
+                    local.append(local_misfit(floored, observed).cpu())
                     latents.append(mu.cpu())
                     if excess is not None:
                         excess[0] += torch.where(observed, residual2 - noise_var, 0.0).sum(0).cpu()
                         excess[1] += observed.sum(0).cpu()
         finally:
             self.train(was_training)
-        return torch.cat(chi2).numpy(), torch.cat(chi2_floor).numpy(), torch.cat(latents).numpy()
+        return tuple(torch.cat(parts).numpy() for parts in (chi2, chi2_floor, latents, local))
 
     @torch.no_grad()
     def anomaly_score(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
         """One float per spectrum, higher = stranger (NaN for spectra with no usable pixel).
 
-        Combines how badly the model reconstructs a spectrum with how unusual its latent
-        vector is among the training spectra, each measured in units of the training
-        population's own spread. The reconstruction term is χ² per usable pixel with each
+        Combines how badly the model reconstructs a spectrum, how badly it misses its worst
+        stretch of pixels, and how unusual its latent vector is among the training spectra,
+        each measured in units of the training population's own spread. The reconstruction
+        term is χ² per usable pixel with each
         pixel's variance raised by how much the model misfits that pixel for typical training
         spectra, so pixels the model never gets right (strong-line cores) do not drown out
         misfits where the population is well understood. Nothing here knows the kinds of
         anomaly a survey holds: anything the learned population does not explain scores high.
         """
         arrays = self._arrays(spectra)
-        _, chi2_floor, latents = self._fit_statistics(arrays, batch_size)
-        return self.population.score(chi2_floor, latents)
+        _, chi2_floor, latents, local = self._fit_statistics(arrays, batch_size)
+        return self.population.score(chi2_floor, latents, local)
 
     def fit_population(self, spectra: Any, batch_size: int = 1024) -> None:
         """Learn from training spectra what anomaly scores compare with.
@@ -384,11 +387,11 @@ class SpectrumVAE(nn.Module):
         arrays = self._arrays(spectra)
         excess = torch.zeros(2, self.n_pixels, dtype=torch.float64)
         self.population.model_variance.zero_()
-        _, _, latents = self._fit_statistics(arrays, batch_size, excess=excess)
+        latents = self._fit_statistics(arrays, batch_size, excess=excess)[2]
         floor = (excess[0] / excess[1].clamp(min=1)).clamp(min=0)
         self.population.model_variance.copy_(floor.to(self.population.model_variance))
-        _, chi2_floor, _ = self._fit_statistics(arrays, batch_size, latents_given=latents)
-        self.population.fit(chi2_floor, latents)
+        _, chi2_floor, _, local = self._fit_statistics(arrays, batch_size, latents_given=latents)
+        self.population.fit(chi2_floor, latents, local)
 
     # -- persistence ---------------------------------------------------------------------
     def to_payload(self) -> dict[str, Any]:

@@ -168,3 +168,18 @@ def test_latent_density_follows_clusters_not_one_gaussian():
     members = population.components(np.ones(2), centres)[1]
     between = population.components(np.ones(1), np.zeros((1, 2)))[1]
     assert between[0] > 3 and members.max() < 1
+
+
+def test_a_local_misfit_stands_out_where_chi2_per_pixel_barely_moves():
+    from labkit.vae.anomaly import local_misfit
+
+    pixels = 2000
+    floored = torch.ones(3, pixels, dtype=torch.float64)  # noise-like: χ² 1 per pixel
+    observed = torch.ones(3, pixels, dtype=torch.bool)
+    floored[0, 1000:1015] += 20.0  # a bump over 15 pixels
+    floored[1] += 15 * 20.0 / pixels  # the same excess χ², spread over the spectrum
+    observed[2, 990:1030] = False  # a masked stretch counts for nothing
+    floored[2, 990:1030] = 0.0
+    worst = local_misfit(floored, observed).numpy()
+    assert torch.allclose(floored[0].sum(), floored[1].sum())
+    assert worst[0] > worst[1] + 2 and abs(worst[2] - np.log1p(1e-3)) < 1e-9
