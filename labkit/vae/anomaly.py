@@ -161,8 +161,7 @@ def local_misfit(floored: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     counts = _window_sums(observed.double(), width)
     excess = (sums - counts) / torch.sqrt(2 * counts.clamp(min=1))
     excess = torch.where(counts >= width / 2, excess, -torch.inf)
-    worst = excess.max(dim=1).values if excess.shape[1] else torch.zeros(len(floored))
-    return torch.log1p(worst.clamp(min=1e-3))
+    return torch.log1p(excess.max(dim=1).values.clamp(min=1e-3))
 
 
 def _window_sums(values: torch.Tensor, width: int) -> torch.Tensor:
