@@ -27,6 +27,12 @@ def _kept(values: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
     return None if values is None else values[keep]
 
 
+def _z(values: np.ndarray, stats: torch.Tensor) -> np.ndarray:
+    """``values`` in units of a (center, scale) pair fitted on the training spectra."""
+    center, scale = stats.tolist()
+    return (values - center) / scale
+
+
 def _robust(values: np.ndarray) -> tuple[float, float]:
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -88,9 +94,12 @@ class TrainingPopulation(nn.Module):
         self.distance_stats.copy_(torch.tensor(_robust(own)))
         if local is not None:
             self.local_stats.copy_(torch.tensor(_robust(local[keep])))
-        recon, _, stretch = self.components(chi2_per_pixel[keep], latents, _kept(local, keep))
-        latent = (own - self.distance_stats[0].item()) / self.distance_stats[1].item()
-        self.score_stats.copy_(torch.tensor(_robust(self._combine(recon, latent, stretch))))
+        combined = self._combine(
+            self._recon_z(chi2_per_pixel[keep]),
+            _z(own, self.distance_stats),
+            self._local_z(_kept(local, keep), keep.sum()),
+        )
+        self.score_stats.copy_(torch.tensor(_robust(combined)))
         self.fitted.fill_(True)
 
     def _whiten(self, latents: np.ndarray) -> np.ndarray:
@@ -118,24 +127,25 @@ class TrainingPopulation(nn.Module):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(reconstruction, latent, worst-stretch) z-scores, robust and relative to training
         (the last zero when ``local`` is not given)."""
+        return (
+            self._recon_z(chi2_per_pixel),
+            _z(self._log_distance(latents), self.distance_stats),
+            self._local_z(local, len(chi2_per_pixel)),
+        )
+
+    def _recon_z(self, chi2_per_pixel: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            log_chi2 = np.log(chi2_per_pixel)
-        c_center, c_scale = self.chi2_stats.tolist()
-        d_center, d_scale = self.distance_stats.tolist()
-        recon = (log_chi2 - c_center) / c_scale
-        latent = (self._log_distance(latents) - d_center) / d_scale
-        if local is None:
-            return recon, latent, np.zeros_like(recon)
-        l_center, l_scale = self.local_stats.tolist()
-        return recon, latent, (local - l_center) / l_scale
+            return _z(np.log(chi2_per_pixel), self.chi2_stats)
+
+    def _local_z(self, local: np.ndarray | None, n: int) -> np.ndarray:
+        return np.zeros(n) if local is None else _z(local, self.local_stats)
 
     def score(
         self, chi2_per_pixel: np.ndarray, latents: np.ndarray, local: np.ndarray | None = None
     ) -> np.ndarray:
         if not bool(self.fitted):
             return chi2_per_pixel.astype(np.float64)
-        center, scale = self.score_stats.tolist()
-        return (self._combine(*self.components(chi2_per_pixel, latents, local)) - center) / scale
+        return _z(self._combine(*self.components(chi2_per_pixel, latents, local)), self.score_stats)
 
     def _combine(self, recon: np.ndarray, latent: np.ndarray, stretch: np.ndarray) -> np.ndarray:
         # only unusually far or badly missed counts: closer or better than typical is no merit
