@@ -131,16 +131,16 @@ class RayLauncher(Launcher):
         self.workers = workers
 
     def scale(self, workers: int) -> None:
-        self._stop_head()
+        if self.head is not None:
+            self.head.stop()
+        self._remove_temp_dir()
         self.start(workers)
 
     def stop(self) -> None:
-        self._stop_head()
-        super().stop()
+        super().stop()  # the head first: Ray writes into its temp dir until it exits
+        self._remove_temp_dir()
 
-    def _stop_head(self) -> None:
-        if self.head is not None:
-            self.head.stop()
+    def _remove_temp_dir(self) -> None:
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit.clusters import Cluster, active_or_none
+from labkit.clusters import Cluster, resolve_cluster
 from labkit.errors import NotConnectedError, ParameterError
 from labkit.vae import loop
 from labkit.vae.checkpoints import CheckpointStore, latest_run_dir, new_run_dir
@@ -155,18 +155,15 @@ def _population_sample(train_index: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _choose_backend(cluster: Cluster | str | bool | None) -> tuple[str, Cluster | None]:
-    if cluster is False:  # as labkit.spectra.preprocess spells "not on a cluster"
-        return IN_PROCESS, None
     if isinstance(cluster, str):
         if cluster != IN_PROCESS:
             raise ParameterError(
                 f"cluster must be a labkit Cluster, None or {IN_PROCESS!r}, got {cluster!r}"
             )
         return IN_PROCESS, None
+    cluster = resolve_cluster(cluster)  # None: the active one, if any; False: none
     if cluster is None:
-        cluster = active_or_none()
-        if cluster is None:
-            return IN_PROCESS, None
+        return IN_PROCESS, None
     if not isinstance(cluster, Cluster):
         raise ParameterError(
             f"cluster must be a labkit Cluster, None or {IN_PROCESS!r}, "
