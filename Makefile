@@ -15,11 +15,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: $(VENV)/.installed
 	$(BIN)/labkit demo
 
-test: $(VENV)/.installed-test /usr/bin/chromium
+test: $(VENV)/.installed-test /usr/bin/chromium /usr/sbin/slurmctld
 	$(BIN)/python -m pytest
 
+# The lab extension's TypeScript too: ESLint and Prettier, pinned in extension/yarn.lock
+# (`jlpm install` does nothing when extension/node_modules is current).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	cd extension && PATH="$(abspath $(BIN)):$$PATH" jlpm install --immutable >/dev/null
+	cd extension && PATH="$(abspath $(BIN)):$$PATH" jlpm lint:check
 
 benchmarks: $(VENV)/.installed
 	$(BIN)/python benchmarks/connect.py --quick
@@ -30,7 +34,7 @@ $(BIN)/python:
 
 # `pip install` builds the lab extension in extension/ (hatch-jupyter-builder), so its sources
 # count as inputs too.
-EXTENSION := $(wildcard extension/package.json extension/yarn.lock extension/src/* extension/style/*)
+EXTENSION := $(wildcard extension/package.json extension/yarn.lock extension/src/* extension/style/* extension/schema/*)
 
 $(VENV)/.installed: pyproject.toml $(EXTENSION) | $(BIN)/python
 	$(PIP) -e . $(QUIET_PIP)
@@ -43,6 +47,10 @@ $(VENV)/.installed-test: pyproject.toml $(EXTENSION) | $(BIN)/python
 /usr/bin/chromium:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+# A real SLURM for the tests (tests/slurmbed.py runs its daemons from a config of its own).
+/usr/sbin/slurmctld: | /usr/bin/chromium
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slurm-wlm munge >/dev/null
 
 clean:
 	rm -rf $(VENV) labkit-demo

@@ -8,6 +8,7 @@ from functools import wraps
 
 import click
 
+from labkit.clusters.backends import known_backends
 from labkit.errors import LabkitError
 
 
@@ -34,7 +35,7 @@ def main() -> None:
 @main.command()
 @click.option(
     "--backend",
-    type=click.Choice(["ray", "dask"]),
+    type=click.Choice(known_backends()),
     default=None,
     help="Cluster backend (default: $LABKIT_BACKEND or ray).",
 )
@@ -47,6 +48,9 @@ def main() -> None:
     help="Size of the mock survey.",
 )
 @click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 30)."
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
     default="labkit-demo",
@@ -54,7 +58,7 @@ def main() -> None:
     help="Folder for the demo's outputs.",
 )
 @_one_line_errors
-def demo(backend: str | None, n_spectra: int, out: str) -> None:
+def demo(backend: str | None, n_spectra: int, epochs: int | None, out: str) -> None:
     """Run the main job end to end on a local cluster and print a summary.
 
     Mock survey, preprocessing, VAE training, milvus-lite index, neighbour and anomaly
@@ -62,7 +66,8 @@ def demo(backend: str | None, n_spectra: int, out: str) -> None:
     """
     from labkit.demo import run_demo
 
-    run_demo(backend=backend, n_spectra=n_spectra, out=out)
+    options = {} if epochs is None else {"epochs": epochs}
+    run_demo(backend=backend, n_spectra=n_spectra, out=out, **options)
 
 
 @main.command("mock")
@@ -71,19 +76,26 @@ def demo(backend: str | None, n_spectra: int, out: str) -> None:
 @click.option(
     "--format",
     "layout",
-    type=click.Choice(["desi", "sdss"]),
+    type=click.Choice(["desi", "sdss", "store"]),
     default="desi",
     show_default=True,
-    help="DESI coadds (500 spectra each) or one SDSS spec-lite file per spectrum.",
+    help="DESI coadds (500 spectra each), one SDSS spec-lite file per spectrum, or a "
+    "rest-frame spectra store (generated chunk by chunk on the active cluster).",
 )
 @click.option("--anomaly-fraction", type=click.FloatRange(0, 1), default=0.01, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace files an earlier `labkit mock` wrote.")
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier `labkit mock` wrote.")
 @_one_line_errors
 def mock_command(
     out_dir: str, n: int, layout: str, anomaly_fraction: float, seed: int, overwrite: bool
 ) -> None:
-    """Write a mock survey with ground truth (label, is_anomaly) in a TRUTH HDU."""
+    """Write a mock survey with ground truth (label, is_anomaly)."""
+    if layout == "store":
+        from labkit.spectra import mock_source, preprocess
+
+        store = preprocess(mock_source(n, anomaly_fraction, seed), out=out_dir, overwrite=overwrite)
+        click.echo(f"wrote {len(store)} spectra in {store.n_chunks} chunks to the store {out_dir}")
+        return
     from labkit.spectra import mock_survey, write
 
     spectra = mock_survey(n, anomaly_fraction, seed, instrument=layout, progress=True)
@@ -91,6 +103,54 @@ def mock_command(
     anomalies = int(spectra.meta["is_anomaly"].sum())
     click.echo(
         f"wrote {n} spectra ({anomalies} anomalies) in {len(files)} {layout} file(s) to {out_dir}"
+    )
+
+
+@main.command("preprocess")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The store to write.")
+@click.option("--redshifts", multiple=True, help="Redrock/zbest file(s) or glob (repeatable).")
+@click.option(
+    "--grid",
+    nargs=3,
+    type=float,
+    metavar="START STOP DLOG",
+    help="Rest-frame grid: Å from START to STOP, DLOG dex per pixel (default 900 9800 5.5e-4).",
+)
+@click.option(
+    "--on",
+    default=None,
+    help="Cluster to run on: local, ray or dask (a local cluster), an address or a registered "
+    "name (default: this process).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store written from other inputs.")
+@_one_line_errors
+def preprocess_command(
+    inputs: tuple[str, ...],
+    out: str,
+    redshifts: tuple[str, ...],
+    grid: tuple[float, float, float] | None,
+    on: str | None,
+    overwrite: bool,
+) -> None:
+    """Preprocess DESI/SDSS files (paths, folders or globs) into a rest-frame store at OUT.
+
+    Workers read their own files and write their own chunks; rerunning the same command
+    completes an interrupted store.
+    """
+    from labkit.spectra import preprocess, rest_grid
+
+    store = preprocess(
+        list(inputs),
+        grid=rest_grid(*grid) if grid else None,
+        cluster=on if on is not None else False,  # a cluster this connects is closed after
+        out=out,
+        redshifts=list(redshifts) or None,
+        overwrite=overwrite,
+    )
+    click.echo(
+        f"{out}: {len(store)} spectra x {store.n_pixels} pixels in {store.n_chunks} chunks, "
+        f"{store.nbytes_on_disk() / len(store) / 1e3:.1f} kB per spectrum on disk"
     )
 
 

@@ -1,15 +1,18 @@
 """``labkit demo``: the main job, headless, end to end on embedded defaults.
 
-A local cluster; a mock survey written as DESI coadds and read back on the cluster; rest-frame
-preprocessing on the cluster; a spectral VAE trained on the cluster; a milvus-lite index of the
-latent vectors under OUT; neighbour and anomaly queries checked against the survey's truth; and
-a small notebook frozen and run as a 2-point batch on the same cluster. Each stage is timed;
-the summary is printed as a table and written to ``OUT/summary.json``.
+A local cluster; a mock survey generated and preprocessed into an on-disk store by the
+cluster's workers, chunk by chunk (the same path at 5k spectra and at 1.6 million); a sample
+of it written as DESI coadds and preprocessed from those files into a second store; a spectral
+VAE trained on the cluster, streaming from the store; a milvus-lite index of the latent
+vectors under OUT; neighbour and anomaly queries checked against the survey's truth; and a
+small notebook frozen and run as a 2-point batch on the same cluster. Each stage is timed; the
+summary is printed as a table and written to ``OUT/summary.json``.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ import numpy as np
 
 import labkit
 from labkit.clusters.base import format_bytes
-from labkit.errors import ParameterError
+from labkit.errors import ParameterError, StoreMismatchError
 
 DEFAULT_SPECTRA = 5000
 ANOMALY_FRACTION = 0.02
@@ -30,11 +33,13 @@ GRID = (900.0, 9800.0, 5.5e-4)  # rest-frame Å and dex per pixel: ~1900 pixels
 LATENT_DIM = 16
 EPOCHS = 30
 NEIGHBOURS = 10
+QUERIES = 2000  # spectra whose neighbours are asked for (all of them when fewer)
+FILE_SAMPLE = 1000  # spectra also written as DESI coadds and read back from the files
 SHOWN_ANOMALIES = 10
 BATCH_PARAMETER = "seed"
 BATCH_VALUES = (1, 2)  # fresh surveys the frozen notebook scores with the trained model
 BATCH_SPECTRA = 400
-STAGES = 8
+STAGES = 7
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -85,8 +90,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run every stage on a local cluster of ``backend``; return (and save) the summary.
 
-    Everything the demo writes goes under ``out``: survey files, checkpoints, the index, the
-    frozen bundle and its batch. Running it again replaces those.
+    Everything the demo writes goes under ``out``: the survey's store and files, checkpoints,
+    the index, the frozen bundle and its batch. Running it again replaces those, except that
+    the store of the same survey is reused: an interrupted run's store is completed.
     """
     if isinstance(n_spectra, bool) or not isinstance(n_spectra, int) or n_spectra < 100:
         raise ParameterError(f"the demo needs at least 100 spectra, got {n_spectra!r}")
@@ -109,11 +115,11 @@ def run_demo(
         }
         print(f"      {cluster.backend} at {cluster.address}: {resources['cpus']:g} CPUs")
     try:
-        rest = _survey(stage, out_dir, n_spectra, summary)
-        result = _train(stage, rest, out_dir, epochs, summary)
-        index = _index(stage, result.model, rest, out_dir)
+        store = _survey(stage, out_dir, n_spectra, summary)
+        result = _train(stage, store, out_dir, epochs, summary)
+        index = _index(stage, result.model, store, out_dir)
         try:
-            _queries(stage, index, rest, summary)
+            _queries(stage, index, store, summary)
         finally:
             index.close()
         _freeze_and_batch(stage, out_dir, cluster, summary)
@@ -121,6 +127,7 @@ def run_demo(
         labkit.disconnect()
     summary["stage_seconds"] = stage.seconds
     summary["total_s"] = round(time.perf_counter() - started, 2)
+    summary["driver_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     summary["out"] = str(out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
@@ -128,25 +135,38 @@ def run_demo(
 
 
 def _survey(stage: _Stages, out_dir: Path, n: int, summary: dict[str, Any]):
-    from labkit.spectra import mock_survey, preprocess, read, rest_grid, write
+    from labkit.spectra import mock_source, preprocess, rest_grid, write
 
-    with stage("survey_s", f"mock survey of {n} spectra, written as DESI coadds"):
-        spectra = mock_survey(n, ANOMALY_FRACTION, SEED, progress=True)
-        files = write(spectra, out_dir / "survey", format="desi", overwrite=True)
-        summary["anomalies_true"] = int(np.sum(spectra.meta["is_anomaly"]))
-        print(f"      {len(files)} files in {out_dir / 'survey'}")
-    with stage("read_s", "read the coadds back on the cluster"):
-        spectra = read(out_dir / "survey")
-    with stage("preprocess_s", "preprocess to the rest frame on the cluster"):
-        rest = preprocess(spectra, grid=rest_grid(*GRID))
-        summary["pixels"] = rest.n_pixels
-    return rest
+    source = mock_source(n, ANOMALY_FRACTION, SEED)
+    with stage("preprocess_s", f"mock survey of {n} spectra into a store, made by the workers"):
+        path, grid = out_dir / "survey.zarr", rest_grid(*GRID)
+        try:  # the same survey again: an interrupted run's store is completed, not redone
+            store = preprocess(source, grid=grid, out=path)
+        except StoreMismatchError:  # another survey (size or seed) was written there
+            store = preprocess(source, grid=grid, out=path, overwrite=True)
+        bytes_each = store.nbytes_on_disk() / len(store)
+        summary |= {"pixels": store.n_pixels, "store_bytes_per_spectrum": round(bytes_each)}
+        print(f"      {store.path}: {store.n_chunks} chunks, {bytes_each / 1e3:.1f} kB a spectrum")
+    sample = min(n, FILE_SAMPLE)
+    with stage("files_s", f"{sample} of them as DESI coadds, preprocessed from the files"):
+        files = write(
+            source.rows(0, sample), out_dir / "survey-files", format="desi", overwrite=True
+        )
+        from_files = preprocess(
+            files, grid=store.wave, out=out_dir / "survey-files.zarr", overwrite=True
+        )
+        same = np.array_equal(from_files[0:sample].flux, store[0:sample].flux, equal_nan=True)
+        summary["files_match_store"] = bool(same)
+        print(f"      {len(files)} files; their store matches the mock's: {same}")
+    return store
 
 
 def _train(stage: _Stages, rest, out_dir: Path, epochs: int, summary: dict[str, Any]):
     from labkit.vae import TrainConfig, train
 
-    with stage("train_s", f"train the spectral VAE on the cluster (up to {epochs} epochs)"):
+    with stage(
+        "train_s", f"train the spectral VAE on the cluster from the store ({epochs} epochs)"
+    ):
         config = TrainConfig(latent_dim=LATENT_DIM, epochs=epochs, seed=SEED)
         result = train(rest, config, checkpoint_dir=out_dir / "checkpoints")
         result.model.save(out_dir / "model.pt")
@@ -165,30 +185,48 @@ def _index(stage: _Stages, model, rest, out_dir: Path):
     from labkit.vectors import build_index
 
     path = out_dir / "spectra.db"
-    with stage("index_s", f"index latent vectors in milvus-lite ({path.name})"):
+    with stage("index_s", f"score and index latent vectors in milvus-lite ({path.name})"):
         shutil.rmtree(path, ignore_errors=True)  # a fresh index each run
         return build_index(model, rest, path)
 
 
-def _queries(stage: _Stages, index, rest, summary: dict[str, Any]) -> None:
-    ids = np.asarray(rest.meta["targetid"])
-    labels = dict(zip(ids.tolist(), np.asarray(rest.meta["label"]).tolist(), strict=True))
-    truth = dict(zip(ids.tolist(), np.asarray(rest.meta["is_anomaly"]).tolist(), strict=True))
+def _truth(store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """targetid, class code and is_anomaly of every spectrum, read chunk by chunk."""
+    ids, codes, anomalous, classes = [], [], [], {}
+    for chunk in range(store.n_chunks):
+        meta = store.chunk_meta(chunk)
+        ids.append(np.asarray(meta["targetid"]))
+        codes.append(np.array([classes.setdefault(str(c), len(classes)) for c in meta["label"]]))
+        anomalous.append(np.asarray(meta["is_anomaly"], dtype=bool))
+    return np.concatenate(ids), np.concatenate(codes), np.concatenate(anomalous)
+
+
+def _queries(stage: _Stages, index, store, summary: dict[str, Any]) -> None:
+    ids, labels, positive = _truth(store)
     with stage("queries_s", f"neighbour and anomaly queries ({NEIGHBOURS} neighbours each)"):
-        hits = index.search(ids, k=NEIGHBOURS)
+        rng = np.random.default_rng(SEED)
+        asked = np.sort(rng.choice(len(ids), min(QUERIES, len(ids)), replace=False))
+        by_id = np.argsort(ids)  # rows of ids in id order: a lookup without a dict of N
+
+        def label_of(targetid: int) -> int:
+            return labels[by_id[np.searchsorted(ids, targetid, sorter=by_id)]]
+
+        hits = index.search(ids[asked], k=NEIGHBOURS)
         same = [
-            np.mean([labels[h.id] == labels[int(q)] for h in found]) if found else np.nan
-            for q, found in zip(ids, hits, strict=True)
+            np.mean([label_of(h.id) == labels[q] for h in found]) if found else np.nan
+            for q, found in zip(asked, hits, strict=True)
         ]
         columns = index.columns(["anomaly_score"])
-        scores = dict(zip(columns["id"].tolist(), columns["anomaly_score"].tolist(), strict=True))
-        score = np.array([scores.get(int(t), np.nan) for t in ids])
-        positive = np.array([truth[int(t)] for t in ids], dtype=bool)
+        order = np.argsort(columns["id"])
+        at = np.searchsorted(columns["id"][order], ids)
+        score = np.asarray(columns["anomaly_score"], dtype=np.float64)[order][at]
         n_true = int(positive.sum())
         ranked = np.argsort(-np.where(np.isfinite(score), score, -np.inf), kind="stable")
         found = int(positive[ranked[:n_true]].sum())
         top = index.top_anomalies(SHOWN_ANOMALIES)
-    normal = ~positive
+        summary["index_rows"] = int(len(columns["id"]))
+        summary["anomalies_true"] = n_true
+    normal = ~positive[asked]
     summary |= {
         "neighbour_purity": round(float(np.nanmean(np.asarray(same)[normal])), 3),
         "anomaly_auc": round(roc_auc(score, positive), 3),
@@ -288,6 +326,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{summary['pixels']} rest-frame pixels",
         **{f"  {key[:-2]} (s)": f"{value:.1f}" for key, value in seconds.items()},
         "  total (s)": f"{summary['total_s']:.1f}",
+        "driver peak memory": f"{summary['driver_peak_rss_mb']} MB",
+        "index rows": f"{summary['index_rows']}",
         "epochs": f"{summary['epochs']} on {summary['train_backend']}",
         "loss / best val_loss": f"{summary['loss']:.4f} / {summary['val_loss']:.4f}",
         "anomaly AUC": f"{summary['anomaly_auc']:.3f}",

@@ -23,15 +23,28 @@ class ConnectError(LabkitError):
 
 
 class AuthError(ConnectError):
-    """A Ray cluster wants a token that is missing, or refused the one given."""
+    """A Ray cluster wants a token that is missing, or refused the one given; a Dask
+    scheduler wants TLS certificates the client lacks, or refused those given."""
+
+
+class VersionMismatchError(ConnectError):
+    """The cluster's hosts run package versions that break this notebook's tasks."""
+
+
+class SlurmError(ConnectError):
+    """SLURM is not here, refused a request (its own message is named), or a job's worker
+    never connected (the job id and the last lines of its output are named)."""
 
 
 class NotConnectedError(LabkitError):
     """No cluster is attached, or the cluster was closed."""
 
 
-class UnsupportedOperation(LabkitError):
+class UnsupportedOperationError(LabkitError):
     """The operation does not apply to this cluster (e.g. scaling a remote one)."""
+
+
+UnsupportedOperation = UnsupportedOperationError  # the name before 0.x; kept for old code
 
 
 class RegistryError(LabkitError):
@@ -122,6 +135,20 @@ class MissingRedshiftError(SpectraError):
         self.targetids = targetids
 
 
+class StoreError(SpectraError):
+    """A spectra store is missing, incomplete, corrupt, of another format version, or refused."""
+
+    def __init__(self, message: str, *, path: str, chunk: int | None = None):
+        where = f"{path}" if chunk is None else f"{path}, chunk {chunk}"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.chunk = chunk
+
+
+class StoreMismatchError(StoreError):
+    """A store exists at that path, written from other inputs or onto another grid."""
+
+
 class SpectraWarning(UserWarning):
     """Something in spectra the user should know about, that does not stop the step."""
 
@@ -188,3 +215,7 @@ class TemplateError(LabkitError):
         super().__init__(message)
         self.name = name
         self.known = known or []
+
+
+class ClusterSpecError(ParameterError, RegistryError):
+    """A ``cluster=`` / ``on=`` argument that names no cluster (see ``clusters.spec``)."""

@@ -10,12 +10,16 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 import labkit
+from labkit.clusters.backends import known_backends
 from labkit.errors import LabkitError
 
 USAGE = """\
 usage: %labkit SUBCOMMAND [options]
 
   connect [ADDRESS|NAME|local] [--backend ray|dask] [--workers N] [--timeout S] [--token-file F]
+          [--tls-ca-file F --tls-cert F --tls-key F]   (Dask over tls://)
+          [--on slurm --jobs N --cores N --memory M --walltime T --partition P --account A
+           --job-extra LINE ...]                       (Dask workers as SLURM jobs)
   status                 backend, address, dashboard link, workers, cpus, gpus, memory
   scale N                resize the local cluster
   disconnect             close the active cluster
@@ -41,10 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     connect = commands.add_parser("connect", add_help=False)
     connect.add_argument("address", nargs="?", default=None)
-    connect.add_argument("--backend", choices=["ray", "dask"])
+    connect.add_argument("--backend", choices=known_backends())
     connect.add_argument("--workers", type=int)
     connect.add_argument("--timeout", type=float, default=labkit.clusters.session.DEFAULT_TIMEOUT)
     connect.add_argument("--token-file")
+    connect.add_argument("--tls-ca-file")
+    connect.add_argument("--tls-cert")
+    connect.add_argument("--tls-key")
+    connect.add_argument("--on", choices=["slurm"])
+    connect.add_argument("--jobs", type=int)
+    connect.add_argument("--cores", type=int)
+    for option in ("--memory", "--walltime", "--partition", "--account", "--interface"):
+        connect.add_argument(option)
+    connect.add_argument("--log-directory")
+    connect.add_argument("--job-extra", action="append")
     commands.add_parser("status", add_help=False)
     scale = commands.add_parser("scale", add_help=False)
     scale.add_argument("n", type=int)
@@ -59,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("data", nargs="?", default=None)
     train.add_argument("--latent", type=int)
     train.add_argument("--epochs", type=int)
-    train.add_argument("--backend", choices=["auto", "in-process", "ray", "dask"])
+    train.add_argument("--backend", choices=["auto", "in-process", *known_backends()])
     search = commands.add_parser("search", add_help=False)
     search.add_argument("index", nargs="?", default=None)
     search.add_argument("--spectra")
@@ -91,8 +105,32 @@ def _connect(args: argparse.Namespace) -> None:
         workers=args.workers,
         timeout=args.timeout,
         token_file=args.token_file,
+        security=_security(args),
+        on=args.on,
+        **_slurm_options(args),
     )
     display(cluster)
+
+
+def _slurm_options(args: argparse.Namespace) -> dict:
+    """The SLURM options given (labkit.connect refuses them without ``--on slurm``)."""
+    names = ("jobs", "cores", "memory", "walltime", "partition", "account", "interface")
+    names += ("log_directory",)  # fmt: skip
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.job_extra:
+        given["job_extra"] = args.job_extra
+    return given
+
+
+def _security(args: argparse.Namespace):
+    files = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    if not any(files):
+        return None
+    if not (args.tls_ca_file and args.tls_cert):
+        raise LabkitError("%labkit connect: TLS needs --tls-ca-file and --tls-cert (and --tls-key)")
+    from labkit.clusters.dask_auth import dask_security
+
+    return dask_security(*files)
 
 
 def _status(args: argparse.Namespace) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,15 +97,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout)
-    if _group_alive(proc.pid):
+    if group_alive(proc.pid):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        wait_for(lambda: not _group_alive(proc.pid), timeout, f"process group {proc.pid}")
+        wait_for(lambda: not group_alive(proc.pid), timeout, f"process group {proc.pid}")
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -196,10 +197,9 @@ def _ray_ready(head: RayHead) -> bool:
     return bool(health.workers and health.dashboard)
 
 
-@pytest.fixture(scope="session")
-def dask_scheduler(tmp_path_factory) -> Iterator[DaskScheduler]:
-    """`dask scheduler` and one `dask worker` (2 threads), all on loopback."""
-    work = tmp_path_factory.mktemp("dask")
+@contextmanager
+def dask_processes(work: Path) -> Iterator[DaskScheduler]:
+    """`dask scheduler` and one `dask worker` (2 threads), all on loopback; stopped after."""
     port, dashboard = free_ports(2)
     address = f"tcp://127.0.0.1:{port}"
     scheduler_log = work / "scheduler.log"
@@ -253,6 +253,54 @@ def dask_scheduler(tmp_path_factory) -> Iterator[DaskScheduler]:
         stop_process(scheduler)
 
 
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory) -> Iterator[DaskScheduler]:
+    with dask_processes(tmp_path_factory.mktemp("dask")) as scheduler:
+        yield scheduler
+
+
+@dataclass
+class DaskTlsScheduler:
+    address: str
+    client: object  # TlsFiles of a client the cluster's CA signed
+    stranger: object  # TlsFiles of a client another CA signed
+
+
+@pytest.fixture(scope="session")
+def dask_tls_scheduler(tmp_path_factory) -> Iterator[DaskTlsScheduler]:
+    """`dask scheduler --protocol tls` and one worker on loopback, mutual TLS throughout."""
+    from labkit.clusters.certificates import make_certificates
+
+    work = tmp_path_factory.mktemp("dask-tls")
+    files = make_certificates(work / "tls", ["127.0.0.1"], ["scheduler", "worker", "client"])
+    stranger = make_certificates(work / "other", ["127.0.0.1"], ["client"])["client"]
+    port, dashboard = free_ports(2)
+    address = f"tls://127.0.0.1:{port}"
+    args = [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--dashboard-address", f"127.0.0.1:{dashboard}"]
+    scheduler = start_process(args + files["scheduler"].dask_flags(), work / "scheduler.log")
+    worker = None
+    try:
+        wait_for_service(
+            scheduler,
+            work / "scheduler.log",
+            lambda: socket.create_connection(("127.0.0.1", port), 1).close() or True,
+            "dask TLS scheduler",
+        )
+        args = [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1"]
+        args += ["--dashboard-address", "127.0.0.1:0", "--memory-limit", "1GiB"]
+        worker = start_process(args + files["worker"].dask_flags(), work / "worker.log")
+        from distributed import Client
+
+        with Client(address, security=files["client"].security(), timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield DaskTlsScheduler(address, files["client"], stranger)
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        stop_process(scheduler)
+
+
 @pytest.fixture
 def no_ray_token(monkeypatch, tmp_path):
     """A process with no Ray token anywhere: no env vars, an empty home."""
@@ -269,3 +317,22 @@ def _detach_after_test():
     labkit.disconnect()
     yield
     labkit.disconnect()
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[object]:
+    """A real slurmctld + slurmd (+ munged) on loopback, SLURM_CONF pointing at it."""
+    from tests.slurmbed import available, slurm_bed
+
+    if not available():
+        pytest.skip("SLURM's daemons (slurm-wlm, munge) and root are needed")
+    with slurm_bed() as bed:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(bed.conf)
+        try:
+            yield bed
+        finally:
+            if before is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = before

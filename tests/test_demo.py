@@ -15,9 +15,8 @@ from tests.conftest import BIN, start_process, stop_process
 LABKIT = str(BIN / "labkit")
 STAGES = {
     "cluster_s",
-    "survey_s",
-    "read_s",
     "preprocess_s",
+    "files_s",
     "train_s",
     "index_s",
     "queries_s",
@@ -76,12 +75,17 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert [run["parameters"] for run in results["runs"]] == [{"seed": 1}, {"seed": 2}]
     assert (bundle / "manifest.json").is_file()
     assert (out / "spectra.db").exists() and (out / "model.pt").is_file()
-    assert len(list((out / "survey").glob("*.fits"))) == 4
+    # the survey went through a store, every spectrum of it into the index
+    assert summary["index_rows"] == 2000
+    assert (out / "survey.zarr" / "store.json").is_file()
+    assert len(list((out / "survey-files").glob("*.fits"))) == 2  # 1000 spectra as coadds
+    assert summary["files_match_store"] is True
 
     # what the terminal shows: stage headers, the anomalies with their labels, the table
-    for stage in range(1, 9):
-        assert f"[{stage}/8]" in text
+    for stage in range(1, len(STAGES) + 1):
+        assert f"[{stage}/{len(STAGES)}]" in text
     for row in top:
         assert str(row["targetid"]) in text and row["label"] in text
-    for field in ("anomaly AUC", "anomalies found", "neighbour purity", "batch", "total (s)"):
+    fields = ("anomaly AUC", "anomalies found", "neighbour purity", "batch", "total (s)")
+    for field in (*fields, "driver peak memory", "index rows"):
         assert field in text

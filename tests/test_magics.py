@@ -41,6 +41,37 @@ def test_connect_status_scale_disconnect_with_variable_expansion(shell, dask_sch
         labkit.current()
 
 
+def test_connect_over_tls_with_certificate_options(shell, dask_tls_scheduler):
+    files = dask_tls_scheduler.client
+    shell.user_ns["tls"] = files
+    line = (
+        f"%labkit connect {dask_tls_scheduler.address} --tls-ca-file {{tls.ca_file}} "
+        "--tls-cert {tls.cert} --tls-key {tls.key}"
+    )
+    result = shell.run_cell(line)
+    assert result.success, result.error_in_exec
+    assert labkit.current().address == dask_tls_scheduler.address
+    result = shell.run_cell(f"%labkit connect {dask_tls_scheduler.address} --tls-cert x.pem")
+    assert "needs --tls-ca-file and --tls-cert" in str(result.error_in_exec)
+
+
+def test_connect_to_dask_workers_as_slurm_jobs(shell, slurm, tmp_path):
+    shell.user_ns["logs"] = str(tmp_path)
+    line = (
+        "%labkit connect --backend dask --on slurm --jobs 2 --cores 1 --memory 1GiB "
+        "--interface lo --job-extra=--comment=labkit --log-directory {logs}"
+    )
+    result = shell.run_cell(line)
+    assert result.success, result.error_in_exec
+    cluster = labkit.current()
+    try:
+        assert len(cluster.workers()) == 2 and len(cluster.jobs()) == 2
+    finally:
+        assert shell.run_cell("%labkit disconnect").success
+    result = shell.run_cell("%labkit connect --backend dask --jobs 2")
+    assert "add on='slurm'" in str(result.error_in_exec)
+
+
 def test_connect_local_with_options(shell):
     result = shell.run_cell("%labkit connect local --backend dask --workers 1")
     assert result.success, result.error_in_exec

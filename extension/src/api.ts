@@ -5,13 +5,20 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** One cluster as `GET /labkit/api/clusters` describes it (DESIGN §5). */
+// These records mirror the Python dataclasses the server serialises
+// (labkit/server/models.py, labkit/runs/listing.py, labkit/runs/results.py);
+// tests/test_api_types.py checks that both sides agree.
+
+export type ClusterStatus =
+  'starting' | 'running' | 'scaling' | 'stopping' | 'error' | 'unreachable';
+
+/** One cluster as `GET /labkit/api/clusters` describes it. */
 export interface ICluster {
   id: string;
   name: string;
-  backend: 'ray' | 'dask';
+  backend: string;
   address: string;
-  status: string;
+  status: ClusterStatus;
   workers: number | null;
   cpus: number | null;
   gpus: number | null;
@@ -22,23 +29,54 @@ export interface ICluster {
   requested_workers: number | null;
   error: string | null;
   connect: string;
+  /** The command another host runs to join the cluster (a cluster off loopback only). */
+  join?: string | null;
 }
 
-/** One frozen run or batch; fields beyond these are shown as they come. */
-export interface IRun {
-  name?: string;
-  path?: string;
-  kind?: string;
-  status?: string;
-  created?: string;
-  [key: string]: unknown;
+export type RunStatus = 'ok' | 'failed' | 'pending' | 'lost' | 'cancelled';
+export type BatchStatus = 'running' | 'done' | 'interrupted';
+
+/** A frozen bundle as `GET /labkit/api/runs` lists it. */
+export interface IListedBundle {
+  kind: 'bundle';
+  name: string;
+  path: string;
+  created: string | null;
+  status: 'frozen';
+  source: string | null;
+  parameters: Record<string, unknown>;
+  data_files: number;
 }
+
+/** One `labkit run`, from its result.json. */
+export interface IListedRun {
+  kind: 'run';
+  name: string;
+  path: string;
+  created: string | null;
+  status: RunStatus | null;
+  bundle: string | null;
+  parameters: Record<string, unknown>;
+  duration_s: number | null;
+}
+
+/** One batch, from its results.json; `runs` counts its runs by status. */
+export interface IListedBatch {
+  kind: 'batch';
+  name: string;
+  path: string;
+  created: string | null;
+  status: BatchStatus | null;
+  bundle: string | null;
+  runs: Record<string, unknown>;
+  cluster: Record<string, unknown> | null;
+}
+
+/** One entry of `GET /labkit/api/runs`. */
+export type IRun = IListedBundle | IListedRun | IListedBatch;
 
 /** Send a request; a non-2xx answer becomes an Error carrying the server's message. */
-export async function requestAPI<T>(
-  endpoint: string,
-  init: RequestInit = {}
-): Promise<T> {
+export async function requestAPI<T>(endpoint: string, init: RequestInit = {}): Promise<T> {
   const settings = ServerConnection.makeSettings();
   const url = URLExt.join(settings.baseUrl, 'labkit', 'api', endpoint);
   let response: Response;
@@ -65,6 +103,16 @@ export async function requestAPI<T>(
   return data as T;
 }
 
+/** How a remote cluster is registered: its name, backend and credentials (server paths). */
+export interface IRegisterOptions {
+  name?: string;
+  backend?: string;
+  /** a Ray cluster's token file */
+  tokenFile?: string;
+  /** a Dask client's files for a tls:// scheduler */
+  tls?: { ca_file: string; cert: string; key?: string };
+}
+
 export const api = {
   listClusters: () => requestAPI<ICluster[]>('clusters'),
   startCluster: (backend: string, workers: number) =>
@@ -72,13 +120,15 @@ export const api = {
       method: 'POST',
       body: JSON.stringify({ backend, workers })
     }),
-  registerCluster: (address: string, name?: string, backend?: string) =>
+  registerCluster: (address: string, options: IRegisterOptions = {}) =>
     requestAPI<ICluster>('clusters', {
       method: 'POST',
       body: JSON.stringify({
         address,
-        ...(name ? { name } : {}),
-        ...(backend ? { backend } : {})
+        ...(options.name ? { name: options.name } : {}),
+        ...(options.backend ? { backend: options.backend } : {}),
+        ...(options.tokenFile ? { token_file: options.tokenFile } : {}),
+        ...(options.tls ? { tls: options.tls } : {})
       })
     }),
   scaleCluster: (id: string, workers: number) =>

@@ -1,4 +1,4 @@
-/** A tiny element builder: the panel is plain DOM, re-rendered from server state. */
+/** A tiny element builder: the panel is plain DOM, built once per part and updated in place. */
 
 type Child = Node | string | null | undefined | false;
 

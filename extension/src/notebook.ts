@@ -3,10 +3,7 @@ import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 
 import { ICluster } from './api';
 
-export function insertConnectCell(
-  tracker: INotebookTracker | null,
-  cluster: ICluster
-): void {
+export function insertConnectCell(tracker: INotebookTracker | null, cluster: ICluster): void {
   const panel = tracker?.currentWidget;
   if (!panel) {
     throw new Error('open a notebook first: the connect cell goes into the active notebook');

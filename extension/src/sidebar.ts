@@ -1,28 +1,34 @@
 /**
  * The left sidebar panel (DOM id `labkit-clusters`): start local clusters, register remote
  * ones, and act on each through its card; a Runs section lists frozen runs and batches.
- * State comes from the server only; the panel polls it while visible.
+ * State comes from the server only; the panel polls it (faster while visible). Cards are kept
+ * by cluster id across polls and updated in place; every action goes through a JupyterLab
+ * command (commands.ts), so the buttons do just what the command palette does.
  */
+import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
 import { api, ICluster, IRun } from './api';
-import { ICardActions, renderCard } from './clusters';
+import { ClusterCard } from './clusters';
+import { CommandIDs } from './commandids';
 import { h } from './dom';
 import { renderRuns } from './runs';
+import { Backend, DEFAULT_SETTINGS, ILabkitSettings } from './settings';
 
 export const PANEL_ID = 'labkit-clusters';
-const POLL_VISIBLE_MS = 2000;
 const POLL_HIDDEN_MS = 15000;
 const RUNS_EVERY = 5; // refresh runs on every fifth cluster poll
 
 export interface IPanelOptions {
-  openDashboard(cluster: ICluster): void;
-  insertConnect(cluster: ICluster): void;
+  commands: CommandRegistry;
+  settings?: ILabkitSettings;
 }
 
 export class ClusterPanel extends Widget {
-  constructor(private options: IPanelOptions) {
+  constructor(options: IPanelOptions) {
     super();
+    this.commands = options.commands;
+    this.settings = options.settings ?? DEFAULT_SETTINGS;
     this.id = PANEL_ID;
     this.addClass('labkit-panel');
     this.title.caption = 'labkit clusters';
@@ -35,11 +41,39 @@ export class ClusterPanel extends Widget {
     super.dispose();
   }
 
+  /** The clusters as the last poll saw them. */
+  get clusters(): readonly ICluster[] {
+    return this.clusterList;
+  }
+
+  /** The message of the last failed action, if the banner still shows it. */
+  get lastError(): string | null {
+    return this.actionError;
+  }
+
+  /** What the Workers field of "New local cluster" holds now. */
+  get newClusterWorkers(): number {
+    return Number(this.workersInput.value);
+  }
+
+  /** New settings: the next poll uses the new interval; an untouched Workers field follows. */
+  updateSettings(settings: ILabkitSettings): void {
+    const previous = this.settings;
+    this.settings = settings;
+    if (this.workersInput.value === String(previous.defaultWorkers)) {
+      this.workersInput.value = String(settings.defaultWorkers);
+    }
+    this.renderStartButtons();
+    if (settings.pollInterval !== previous.pollInterval) {
+      void this.refresh();
+    }
+  }
+
   /** Fetch clusters (and now and then runs), then render; errors go to the banner. */
   async refresh(withRuns = false): Promise<void> {
     window.clearTimeout(this.timer);
     try {
-      this.clusters = await api.listClusters();
+      this.clusterList = await api.listClusters();
       this.loaded = true;
       this.connectionError = null;
     } catch (error) {
@@ -52,13 +86,43 @@ export class ClusterPanel extends Widget {
       } catch (error) {
         this.runsError = (error as Error).message;
       }
+      this.runsNode.replaceChildren(renderRuns(this.runs, this.runsError));
     }
     this.polls += 1;
+    this.node.dataset.polls = String(this.polls);
     this.render();
     if (!this.isDisposed) {
-      const delay = this.isVisible ? POLL_VISIBLE_MS : POLL_HIDDEN_MS;
+      const visible = this.settings.pollInterval * 1000;
+      const delay = this.isVisible ? visible : Math.max(POLL_HIDDEN_MS, visible);
       this.timer = window.setTimeout(() => void this.refresh(), delay);
     }
+  }
+
+  /**
+   * Run one action against the server: its card (or button) shows busy meanwhile, a failure
+   * goes to the banner, and the panel refreshes after. Resolves to whether it succeeded.
+   */
+  async act(key: string, fn: () => Promise<unknown>): Promise<boolean> {
+    this.pending.add(key);
+    this.actionError = null;
+    this.render();
+    let ok = true;
+    try {
+      await fn();
+    } catch (error) {
+      this.actionError = (error as Error).message;
+      ok = false;
+    } finally {
+      this.pending.delete(key);
+    }
+    await this.refresh();
+    return ok;
+  }
+
+  /** Show a failure in the banner (until dismissed or the next action). */
+  report(message: string | null): void {
+    this.actionError = message;
+    this.renderBanner();
   }
 
   protected onAfterShow(): void {
@@ -66,10 +130,28 @@ export class ClusterPanel extends Widget {
   }
 
   private build(): HTMLElement {
+    for (const backend of ['ray', 'dask'] as Backend[]) {
+      const label = backend === 'ray' ? 'Ray' : 'Dask';
+      this.startButtons.set(
+        backend,
+        h(
+          'button',
+          {
+            className: `labkit-button labkit-start-${backend}`,
+            onclick: () =>
+              void this.commands.execute(CommandIDs.start, {
+                backend,
+                workers: this.newClusterWorkers
+              })
+          },
+          `Start ${label}`
+        )
+      );
+    }
     this.workersInput = h('input', {
       type: 'number',
       min: '1',
-      value: '2',
+      value: String(this.settings.defaultWorkers),
       className: 'labkit-input labkit-workers-input',
       'aria-label': 'workers for a new local cluster',
       title: 'Dask: worker processes. Ray: CPU slots of its single local node'
@@ -84,31 +166,12 @@ export class ClusterPanel extends Widget {
         h('label', { className: 'labkit-label' }, 'Workers'),
         this.workersInput
       ),
-      h(
-        'div',
-        { className: 'labkit-row' },
-        h(
-          'button',
-          {
-            className: 'labkit-button labkit-mod-accept labkit-start-ray',
-            onclick: () => void this.start('ray')
-          },
-          'Start Ray'
-        ),
-        h(
-          'button',
-          {
-            className: 'labkit-button labkit-mod-accept labkit-start-dask',
-            onclick: () => void this.start('dask')
-          },
-          'Start Dask'
-        )
-      )
+      h('div', { className: 'labkit-row' }, ...this.startButtons.values())
     );
     this.addressInput = h('input', {
       type: 'text',
       className: 'labkit-input labkit-address-input',
-      placeholder: 'tcp://host:8786 · ray://host:10001 · host:6379',
+      placeholder: 'tcp:// or tls://host:8786 · ray://host:10001 · host:6379',
       'aria-label': 'remote cluster address'
     });
     this.nameInput = h('input', {
@@ -124,6 +187,26 @@ export class ClusterPanel extends Widget {
       h('option', { value: 'ray' }, 'ray'),
       h('option', { value: 'dask' }, 'dask')
     );
+    const credential = (cls: string, label: string, placeholder: string) =>
+      h('input', {
+        type: 'text',
+        className: `labkit-input ${cls}`,
+        placeholder,
+        'aria-label': label
+      });
+    this.tokenInput = credential('labkit-token-input', 'Ray token file', 'Ray token file');
+    this.tlsInputs = [
+      credential('labkit-tls-ca-input', 'TLS CA file', 'TLS CA file (ca.pem)'),
+      credential('labkit-tls-cert-input', 'TLS certificate', 'TLS certificate (client.pem)'),
+      credential('labkit-tls-key-input', 'TLS key', 'TLS key (client-key.pem)')
+    ];
+    const credentials = h(
+      'details',
+      { className: 'labkit-credentials' },
+      h('summary', {}, 'Credentials (paths on the Jupyter server)'),
+      this.tokenInput,
+      ...this.tlsInputs
+    );
     const register = h(
       'form',
       {
@@ -135,6 +218,7 @@ export class ClusterPanel extends Widget {
       },
       h('h3', { className: 'labkit-section-title' }, 'Remote cluster'),
       this.addressInput,
+      credentials,
       h(
         'div',
         { className: 'labkit-row' },
@@ -145,6 +229,7 @@ export class ClusterPanel extends Widget {
     );
     this.banner = h('div', { className: 'labkit-banner', role: 'alert' });
     this.list = h('div', { className: 'labkit-cards' });
+    this.empty = h('div', { className: 'labkit-empty' }, 'Loading clusters…');
     this.runsNode = h('div', { className: 'labkit-runs' });
     return h(
       'div',
@@ -164,14 +249,14 @@ export class ClusterPanel extends Widget {
             className: 'labkit-icon-button labkit-refresh',
             title: 'refresh now',
             'aria-label': 'refresh',
-            onclick: () => void this.refresh(true)
+            onclick: () => void this.commands.execute(CommandIDs.refresh)
           },
           '⟳'
         )
       ),
       this.banner,
       start,
-      h('section', { className: 'labkit-section' }, this.list),
+      h('section', { className: 'labkit-section' }, this.empty, this.list),
       register,
       h(
         'section',
@@ -183,6 +268,12 @@ export class ClusterPanel extends Widget {
   }
 
   private render(): void {
+    this.renderBanner();
+    this.renderStartButtons();
+    this.renderCards();
+  }
+
+  private renderBanner(): void {
     const message = this.actionError ?? this.connectionError;
     this.banner.replaceChildren();
     if (message) {
@@ -194,95 +285,94 @@ export class ClusterPanel extends Widget {
             className: 'labkit-icon-button',
             title: 'dismiss',
             'aria-label': 'dismiss',
-            onclick: () => {
-              this.actionError = null;
-              this.render();
-            }
+            onclick: () => this.report(null)
           },
           '×'
         )
       );
     }
     this.banner.classList.toggle('labkit-banner-visible', Boolean(message));
-    const actions: ICardActions = {
-      openDashboard: cluster => this.guard(() => this.options.openDashboard(cluster)),
-      insertConnect: cluster => this.guard(() => this.options.insertConnect(cluster)),
-      scale: (cluster, workers) =>
-        void this.act(cluster.id, () => api.scaleCluster(cluster.id, workers)),
-      remove: cluster => void this.act(cluster.id, () => api.removeCluster(cluster.id))
-    };
+  }
+
+  private renderStartButtons(): void {
+    for (const [backend, button] of this.startButtons) {
+      button.disabled = this.pending.has(`start-${backend}`);
+      const isDefault = backend === this.settings.defaultBackend;
+      button.classList.toggle('labkit-mod-accept', isDefault);
+      button.title = isDefault
+        ? `start a local ${backend} cluster (the default backend in the settings)`
+        : `start a local ${backend} cluster`;
+    }
+  }
+
+  /**
+   * One card per cluster id: new ids get a card, gone ids lose theirs, the rest are updated
+   * in place. Nodes move only when the server's order changed, since moving a node would
+   * take the focus away from a field in it.
+   */
+  private renderCards(): void {
     if (!this.loaded) {
-      this.list.replaceChildren(h('div', { className: 'labkit-empty' }, 'Loading clusters…'));
-    } else if (this.clusters.length === 0) {
-      this.list.replaceChildren(
-        h(
-          'div',
-          { className: 'labkit-empty' },
-          'No clusters yet. Start a local one above, or add a remote address below.'
-        )
-      );
-    } else {
-      this.list.replaceChildren(
-        ...this.clusters.map(cluster =>
-          renderCard(cluster, actions, this.pending.has(cluster.id))
-        )
-      );
+      return;
     }
-    this.runsNode.replaceChildren(renderRuns(this.runs, this.runsError));
-  }
-
-  private guard(fn: () => void): void {
-    try {
-      fn();
-      this.actionError = null;
-    } catch (error) {
-      this.actionError = (error as Error).message;
+    const seen = new Set<string>();
+    const order: HTMLElement[] = [];
+    for (const cluster of this.clusterList) {
+      seen.add(cluster.id);
+      const busy = this.pending.has(cluster.id);
+      let card = this.cards.get(cluster.id);
+      if (card) {
+        card.update(cluster, busy);
+      } else {
+        card = new ClusterCard(cluster, this.commands);
+        card.update(cluster, busy);
+        this.cards.set(cluster.id, card);
+      }
+      order.push(card.node);
     }
-    this.render();
-  }
-
-  private async act(key: string, fn: () => Promise<unknown>): Promise<void> {
-    this.pending.add(key);
-    this.actionError = null;
-    this.render();
-    try {
-      await fn();
-    } catch (error) {
-      this.actionError = (error as Error).message;
-    } finally {
-      this.pending.delete(key);
+    for (const [id, card] of this.cards) {
+      if (!seen.has(id)) {
+        card.node.remove();
+        this.cards.delete(id);
+      }
     }
-    await this.refresh();
-  }
-
-  private async start(backend: string): Promise<void> {
-    const workers = Number(this.workersInput.value);
-    const buttons = this.node.querySelectorAll<HTMLButtonElement>('.labkit-start button');
-    buttons.forEach(button => (button.disabled = true));
-    try {
-      await this.act(`start-${backend}`, () => api.startCluster(backend, workers));
-    } finally {
-      buttons.forEach(button => (button.disabled = false));
+    const current = Array.from(this.list.children);
+    if (current.length !== order.length || order.some((node, i) => current[i] !== node)) {
+      order.forEach((node, i) => {
+        if (this.list.children[i] !== node) {
+          this.list.insertBefore(node, this.list.children[i] ?? null);
+        }
+      });
+    }
+    this.empty.hidden = order.length > 0;
+    const emptyText = 'No clusters yet. Start a local one above, or add a remote address below.';
+    if (this.empty.textContent !== emptyText) {
+      this.empty.textContent = emptyText;
     }
   }
 
   private async register(): Promise<void> {
     const address = this.addressInput.value.trim();
     if (!address) {
-      this.actionError = 'enter the address of a running cluster';
-      this.render();
+      this.report('enter the address of a running cluster');
       return;
     }
     const name = this.nameInput.value.trim() || undefined;
     const backend = this.backendSelect.value || undefined;
+    const tokenFile = this.tokenInput.value.trim() || undefined;
+    const [ca, cert, key] = this.tlsInputs.map(input => input.value.trim());
+    const tls = ca || cert ? { ca_file: ca, cert, ...(key ? { key } : {}) } : undefined;
     await this.act(`register-${address}`, async () => {
-      await api.registerCluster(address, name, backend);
-      this.addressInput.value = '';
-      this.nameInput.value = '';
+      await api.registerCluster(address, { name, backend, tokenFile, tls });
+      for (const input of [this.addressInput, this.nameInput, this.tokenInput, ...this.tlsInputs]) {
+        input.value = '';
+      }
     });
   }
 
-  private clusters: ICluster[] = [];
+  private commands: CommandRegistry;
+  private settings: ILabkitSettings;
+  private clusterList: ICluster[] = [];
+  private cards = new Map<string, ClusterCard>();
   private runs: IRun[] = [];
   private loaded = false;
   private polls = 0;
@@ -291,11 +381,15 @@ export class ClusterPanel extends Widget {
   private connectionError: string | null = null;
   private actionError: string | null = null;
   private runsError: string | null = null;
+  private startButtons = new Map<Backend, HTMLButtonElement>();
   private banner!: HTMLElement;
   private list!: HTMLElement;
+  private empty!: HTMLElement;
   private runsNode!: HTMLElement;
   private workersInput!: HTMLInputElement;
   private addressInput!: HTMLInputElement;
   private nameInput!: HTMLInputElement;
   private backendSelect!: HTMLSelectElement;
+  private tokenInput!: HTMLInputElement;
+  private tlsInputs: HTMLInputElement[] = [];
 }

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from labkit.errors import ConnectError
 
 DEFAULT_BACKEND = "ray"
 BACKEND_ENV = "LABKIT_BACKEND"
 
-Kind = Literal["local", "ray-client", "ray-gcs", "dask-scheduler", "name"]
+Kind = Literal["local", "ray-client", "ray-gcs", "dask-scheduler", "name", "slurm"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Target:
     kind: Kind
     backend: str | None
     address: str | None = None
+    slurm: Any = None  # kind "slurm": the SlurmOptions its jobs ask for
 
 
 def default_backend(backend: str | None = None) -> str:
@@ -94,6 +95,19 @@ def _require_host_port(rest: str, address: str, backend: str) -> None:
             address=address,
             backend=backend,
         )
+
+
+def on_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine's loopback, where nothing from another host reaches."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_host_port(address: str) -> tuple[str, int]:

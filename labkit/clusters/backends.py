@@ -1,24 +1,64 @@
-"""Cluster backends by name. A new backend is one module plus one line here."""
+"""Cluster backends by name: one record per backend, naming its class on each side.
+
+A backend is a kernel-side ``Cluster`` subclass (``labkit.connect``) and, when the Jupyter
+server can start clusters of it, a server-side ``Launcher``. Both are named by import string
+("module:Class") and imported on first use, so ``import labkit`` stays light. A new backend
+is one module (or one per side) plus one ``register_backend`` line here.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from labkit.clusters.base import Cluster
 
-# name -> "module:Class", imported on first use so `import labkit` stays light.
-BACKENDS: dict[str, str] = {
-    "ray": "labkit.clusters.ray:RayCluster",
-    "dask": "labkit.clusters.dask:DaskCluster",
-}
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one backend's classes live."""
+
+    name: str
+    cluster: str  # "module:Class" of its Cluster
+    launcher: str | None = None  # "module:Class" of its server Launcher; None: not managed
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, *, cluster: str, launcher: str | None = None) -> Backend:
+    """Make backend ``name`` known to ``labkit.connect`` and (with ``launcher``) the server."""
+    BACKENDS[name] = Backend(name, cluster, launcher)
+    return BACKENDS[name]
+
+
+register_backend(
+    "ray",
+    cluster="labkit.clusters.ray:RayCluster",
+    launcher="labkit.server.launchers.ray:RayLauncher",
+)
+register_backend(
+    "dask",
+    cluster="labkit.clusters.dask:DaskCluster",
+    launcher="labkit.server.launchers.dask:DaskLauncher",
+)
 
 
 def known_backends() -> list[str]:
     return list(BACKENDS)
 
 
+def backend_record(name: str) -> Backend:
+    return BACKENDS[name]
+
+
 def backend_class(name: str) -> type[Cluster]:
-    module, _, attr = BACKENDS[name].partition(":")
+    return load(BACKENDS[name].cluster)
+
+
+def load(target: str) -> Any:
+    """The object an import string ("module:attribute") names."""
+    module, _, attr = target.partition(":")
     return getattr(import_module(module), attr)

@@ -5,25 +5,29 @@ from __future__ import annotations
 import html
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from labkit.checks import whole
 from labkit.clusters.announce import announce, withdraw
 from labkit.clusters.mapping import ChunkLost, ItemFailure, plan_chunks
 from labkit.errors import (
     ClusterTaskError,
     MapItemError,
     NotConnectedError,
-    UnsupportedOperation,
+    UnsupportedOperationError,
 )
+
+if TYPE_CHECKING:
+    from labkit.clusters.address import Target
 
 ChunkResult = list[Any] | ItemFailure | ChunkLost
 
 
 class Cluster(ABC):
-    """A Ray or Dask cluster this process is attached to.
+    """A cluster this process is attached to: the contract every backend implements.
 
-    Subclasses set ``backend`` and implement the abstract methods; ``map`` and the
-    rich display are shared.
+    Subclasses set ``backend``, implement ``connect`` and the other abstract methods, and are
+    registered by name in ``clusters.backends``; ``map`` and the rich display are shared.
     """
 
     backend: ClassVar[str]
@@ -33,8 +37,32 @@ class Cluster(ABC):
         self.local = local
         self.dashboard_url = dashboard_url
         self.closed = False
+        # per host: what it runs (``versions.check`` at connect to a remote cluster)
+        self.versions: dict[str, dict[str, str | None]] = {}
 
     # -- backend-specific -------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def connect(
+        cls,
+        target: Target,
+        *,
+        workers: int | None,
+        timeout: float,
+        token_file: str | None,
+        release_previous: Callable[[], None],
+        security: Any = None,
+    ) -> Cluster:
+        """Attach to ``target``; ``labkit.connect`` calls this once it chose the backend.
+
+        ``target.kind == "local"`` starts an embedded cluster (``workers`` of them, None for
+        the backend's default); otherwise connect to ``target.address`` within ``timeout``
+        seconds or raise ``ConnectError`` naming it. ``release_previous()`` closes the active
+        cluster: call it before starting a local one, and for an address only once that
+        answered, so a typo loses nothing. ``token_file`` is Ray's token, ``security`` Dask's
+        TLS settings (a ``distributed.Security``); a backend refuses the other's.
+        """
+
     @abstractmethod
     def workers(self) -> list[dict[str, Any]]:
         """One dict per worker: id, host, cpus, gpus, memory_bytes."""
@@ -56,6 +84,10 @@ class Cluster(ABC):
         ``ChunkLost`` when the backend could not run or return it (its worker died after the
         backend's own retries). Closing the generator early cancels outstanding work.
         """
+
+    def run_on_each_host(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        """``fn()`` once on every host (a Dask worker, a Ray node), keyed by its address."""
+        raise UnsupportedOperationError(f"the {self.backend} backend cannot run on each host")
 
     # -- shared ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -135,10 +167,9 @@ class Cluster(ABC):
     def scale(self, n: int) -> None:
         """Resize a local cluster to ``n`` workers (see the backend for what a worker is)."""
         self._check_open()
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise UnsupportedOperation(f"scale() needs a whole number of workers >= 1, got {n!r}")
+        n = whole("scale() workers", n, 1, error=UnsupportedOperationError)
         if not self.local:
-            raise UnsupportedOperation(
+            raise UnsupportedOperationError(
                 f"cannot scale the remote {self.backend} cluster at {self.address}: only "
                 "clusters labkit started can be scaled; scale it where it was started"
             )
@@ -177,6 +208,8 @@ class Cluster(ABC):
             return info
         info["status"] = "connected"
         info.update(self.resources())
+        if self.versions:
+            info["versions"] = self.versions
         return info
 
     def _repr_html_(self) -> str:
@@ -194,10 +227,27 @@ class Cluster(ABC):
             f"<td style='text-align:left'>{value}</td></tr>"
             for key, value in rows
         )
+        details = "" if self.closed else self._workers_html() + self._versions_html()
         return (
             f"<div class='labkit-cluster'><strong>{html.escape(heading)}</strong>"
-            f"<table>{cells}</table>{self._workers_html() if not self.closed else ''}</div>"
+            f"<table>{cells}</table>{details}</div>"
         )
+
+    def _versions_html(self) -> str:
+        if not self.versions:
+            return ""
+        packages = list(next(iter(self.versions.values())))
+        head = "".join(f"<th style='text-align:left'>{h}</th>" for h in ["host", *packages])
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td style='text-align:left'>{html.escape(str(value or '-'))}</td>"
+                for value in [host, *(found.get(p) for p in packages)]
+            )
+            + "</tr>"
+            for host, found in sorted(self.versions.items())
+        )
+        return f"<details><summary>versions</summary><table><tr>{head}</tr>{body}</table></details>"
 
     def _workers_html(self, limit: int = 16) -> str:
         workers = self.workers()

@@ -1,36 +1,21 @@
-"""Dask backend: a LocalCluster on loopback, or a scheduler at ``tcp://host:port``."""
+"""Dask backend: a LocalCluster on loopback, or a scheduler at ``tcp://`` or ``tls://host:port``."""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from labkit.clusters.address import Target, split_host_port
 from labkit.clusters.base import ChunkResult, Cluster
+from labkit.clusters.dask_auth import check_scheduler, configured_security
 from labkit.clusters.mapping import ChunkLost, run_chunk
-from labkit.errors import ConnectError
+from labkit.errors import ConnectError, ParameterError
 
 LOOPBACK = "127.0.0.1"
 SCATTER_BYTES = 2**20  # chunks at least this large are sent to a worker ahead of their task
-
-
-def check_reachable(address: str, timeout: float) -> None:
-    """Fail fast, naming the address, when nothing listens there."""
-    host, port = split_host_port(address)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConnectError(
-            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: "
-            f"{exc.strerror or exc}",
-            address=address,
-            backend="dask",
-        ) from None
 
 
 class DaskCluster(Cluster):
@@ -57,9 +42,17 @@ class DaskCluster(Cluster):
         timeout: float,
         token_file: str | None,
         release_previous: Callable[[], None],
+        security: Any = None,
     ) -> DaskCluster:
         from distributed import Client, LocalCluster
 
+        if target.kind == "slurm":
+            from labkit.clusters.dask_slurm import start_dask_on_slurm
+            from labkit.clusters.slurm import check_request
+
+            check_request(target.slurm)  # SLURM's own message, and the old connection kept
+            release_previous()
+            return start_dask_on_slurm(target.slurm, timeout)
         if target.kind == "local":
             release_previous()
             cluster = LocalCluster(
@@ -71,10 +64,17 @@ class DaskCluster(Cluster):
                 silence_logs=logging.ERROR,
             )
             return cls(Client(cluster, timeout=timeout), local_cluster=cluster, timeout=timeout)
-        check_reachable(target.address, timeout)
+        if token_file is not None:
+            raise ParameterError(
+                "token_file= is Ray's; a Dask cluster authenticates by TLS certificates "
+                "(security=, or Dask's distributed.comm.tls configuration)"
+            )
+        if security is None and target.address.startswith("tls://"):
+            security = configured_security()
+        check_scheduler(target.address, security, timeout)
         release_previous()
         try:
-            client = Client(target.address, timeout=timeout)
+            client = Client(target.address, timeout=timeout, security=security)
         except (OSError, TimeoutError) as exc:
             raise ConnectError(
                 f"cannot attach to the Dask scheduler at {target.address}: {exc}",
@@ -103,6 +103,10 @@ class DaskCluster(Cluster):
             for address, worker in self._worker_info().items()
         ]
 
+    def run_on_each_host(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        self._check_open()
+        return self.client.run(fn)
+
     def run_chunks(
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]
     ) -> Iterator[tuple[int, ChunkResult]]:
@@ -117,10 +121,22 @@ class DaskCluster(Cluster):
                 try:
                     outcome = future.result()
                 except Exception as exc:  # run_chunk catches fn's own errors; this is the cluster's
+                    if getattr(exc, "reason", None) == "scheduler-connection-lost":
+                        raise self._scheduler_lost() from exc
                     outcome = ChunkLost(exc)
                 yield position[future.key], outcome
         finally:
             self.client.cancel([future for future in futures if not future.done()])
+
+    def _scheduler_lost(self) -> ConnectError:
+        """The error for work cut off because the scheduler (or the way to it) went away."""
+        return ConnectError(
+            f"lost the connection to the Dask scheduler at {self.address}: the work still "
+            "outstanding was cancelled (nothing more runs); once the scheduler is back, "
+            f"labkit.connect({self.address!r}) again and re-run it",
+            address=self.address,
+            backend="dask",
+        )
 
     def _argument(self, chunk: list[Any]) -> Any:
         """A large chunk goes straight to a worker (``scatter``); a small one rides in the task.

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import pickle
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 CHUNKS_PER_SLOT = 4
 
 
@@ -59,3 +60,15 @@ def _picklable(exc: Exception) -> BaseException:
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+def in_order(pairs: Iterable[tuple[int, T]]) -> Iterator[T]:
+    """Values of ``(index, value)`` pairs that arrive in any order (``imap_unordered``),
+    handed out in index order 0, 1, 2, ... as soon as each one's turn comes."""
+    waiting: dict[int, T] = {}
+    following = 0
+    for index, value in pairs:
+        waiting[index] = value
+        while following in waiting:
+            yield waiting.pop(following)
+            following += 1

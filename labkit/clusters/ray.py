@@ -9,11 +9,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from labkit.clusters.address import Target
+from labkit.clusters import ray_worker_setup
+from labkit.clusters.address import Target, on_loopback
 from labkit.clusters.base import ChunkResult, Cluster
 from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.clusters.ray_auth import check_access, find_token, use_token
-from labkit.errors import ConnectError
+from labkit.errors import ConnectError, ParameterError, UnsupportedOperationError
 
 LOOPBACK = "127.0.0.1"
 
@@ -27,6 +28,17 @@ def _loopback_environment() -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _call(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+def _on_loopback(address: str | None) -> bool:
+    """An address on this host's loopback: a single-node cluster, as Ray's loopback mode wants."""
+    if not address:
+        return True
+    return on_loopback(address.split("://")[-1].rsplit(":", 1)[0])
 
 
 # Ray keeps AF_UNIX sockets at <temp dir>/session_<time>_<pid>/sockets/dash_<module>: about 70
@@ -72,10 +84,22 @@ class RayCluster(Cluster):
         timeout: float,
         token_file: str | None,
         release_previous: Callable[[], None],
+        security: Any = None,
     ) -> RayCluster:
         import ray
 
-        _loopback_environment()
+        if security is not None:
+            raise ParameterError(
+                "security= holds Dask's TLS settings; a Ray cluster authenticates clients by "
+                "its token (token_file=)"
+            )
+        if target.kind == "slurm":
+            raise UnsupportedOperationError(
+                "a Ray cluster on SLURM is not built yet: use backend='dask' with on='slurm' "
+                "(dask-jobqueue), or start Ray in your own job and connect to its head"
+            )
+        if target.kind == "local" or _on_loopback(target.address):
+            _loopback_environment()
         if target.kind == "local":
             release_previous()
             return cls._start_local(workers)
@@ -84,7 +108,11 @@ class RayCluster(Cluster):
         release_previous()
         use_token(token)
         try:
-            context = ray.init(address=target.address, log_to_driver=True)
+            context = ray.init(
+                address=target.address,
+                log_to_driver=True,
+                runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
+            )
         except Exception as exc:
             raise ConnectError(
                 f"cannot attach to the Ray cluster at {target.address}: {exc}",
@@ -135,6 +163,21 @@ class RayCluster(Cluster):
                 }
             )
         return nodes
+
+    def run_on_each_host(self, fn: Callable[[], Any]) -> dict[str, Any]:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._check_open()
+        remote = ray.remote(num_cpus=0)(_call)  # any callable, partials included
+        pending = {
+            node["NodeManagerAddress"]: remote.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(fn)
+            for node in ray.nodes()
+            if node.get("Alive")
+        }
+        return dict(zip(pending, ray.get(list(pending.values())), strict=True))
 
     def run_chunks(
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]

@@ -33,6 +33,7 @@ class ClusterEntry:
     pids: list[int] = field(default_factory=list)
     token_file: str | None = None
     workers: int | None = None
+    tls: dict[str, str] | None = None  # a Dask client's ca_file, cert, key (mutual TLS)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterEntry:

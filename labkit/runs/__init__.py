@@ -1,7 +1,8 @@
 """Frozen, parameterised notebook runs: freeze, run, batch across a cluster, verify.
 
-A bundle (DESIGN §8) runs with plain papermill too; labkit adds the provenance, the checks
-on parameters, the grid on a cluster, and the comparison of recorded values.
+A bundle (a folder with notebook.ipynb, manifest.json and requirements.lock) runs with plain
+papermill too; labkit adds the provenance, the checks on parameters, the grid on a cluster,
+and the comparison of recorded values.
 
 nbformat and papermill take most of a second to import, and ``labkit.record`` runs inside
 every executed notebook: the modules here import them only inside the functions that need them.

@@ -12,16 +12,19 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit.clusters import Cluster
+from labkit.checks import whole
+from labkit.clusters import Cluster, ClusterSpec, using_cluster
 from labkit.clusters.mapping import ChunkLost, ItemFailure
-from labkit.errors import ParameterError
+from labkit.log import logger
 from labkit.runs.bundle import BATCH_RESULTS, Bundle, load_bundle, now_iso, stamp, write_json
 from labkit.runs.execute import execute_task, make_task, result_entry
 from labkit.runs.parameters import check_grid
+from labkit.runs.results import RUN_STATUSES, BatchCluster, BatchEntry, BatchStatus
+from labkit.runs.ship import ship_data
 
 RUNS_FOLDER = "runs"
 _SAVE_EVERY_S = 1.0
@@ -54,7 +57,7 @@ def batch(
     bundle: str | os.PathLike | Bundle,
     grid: Mapping[str, Iterable[Any]],
     *,
-    on: str | Cluster | None = None,
+    on: ClusterSpec = None,
     retries: int = 2,
     out: str | os.PathLike | None = None,
     progress: bool = True,
@@ -67,42 +70,13 @@ def batch(
     closed at the end. Output: ``out`` (default
     ``BUNDLE/batches/STAMP``) with ``results.json`` and ``runs/NNN-....ipynb``.
     """
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ParameterError(f"retries must be a whole number >= 0, got {retries!r}")
+    retries = whole("retries", retries, 0)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     grid = check_grid(bundle.parameters, grid)
     out_dir = Path(out) if out is not None else bundle.path / "batches" / stamp()
-    cluster, owned = attach(on)
-    try:
+    with using_cluster(on, required=True) as cluster:
         (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
         return _Batch(bundle, grid, cluster, retries, out_dir, progress).run()
-    finally:
-        if owned:
-            import labkit
-
-            labkit.disconnect()
-
-
-def attach(on: str | Cluster | None) -> tuple[Cluster, bool]:
-    """The cluster to run on, and whether this call connected it (and so must close it)."""
-    import labkit
-    from labkit.clusters import active_or_none
-
-    if isinstance(on, Cluster):
-        return on, False
-    active = active_or_none()
-    if on is None:
-        if active is not None:
-            return active, False
-        return labkit.connect(), True
-    if on in ("local", "ray", "dask"):
-        backend = None if on == "local" else on
-        if active is not None and active.local and backend in (None, active.backend):
-            return active, False
-        return labkit.connect(backend=backend), True
-    if active is not None and active.address == on:
-        return active, False
-    return labkit.connect(on), True
 
 
 def _slug(index: int, parameters: Mapping[str, Any]) -> str:
@@ -122,7 +96,7 @@ class _Batch:
         for task in self.tasks:
             task["source"] = str(bundle.notebook_path)
         self.entries = [
-            {"index": i, **result_entry({"status": "pending"}, params, None), "attempts": 0}
+            BatchEntry(parameters=dict(params), status="pending", index=i)
             for i, params in enumerate(combos)
         ]
         self.created = now_iso()
@@ -132,6 +106,10 @@ class _Batch:
     def run(self) -> BatchResult:
         from tqdm.auto import tqdm
 
+        shipped = ship_data(self.cluster, self.bundle.manifest)  # before anything is submitted
+        for task in self.tasks:
+            task["shipped"] = shipped
+            task["data_files"] = self.bundle.manifest.get("data_files", [])
         todo = list(range(len(self.tasks)))
         desc = f"batch {self.bundle.name} on {self.cluster.backend}"
         with tqdm(total=len(todo), desc=desc, unit="run", disable=not self.progress) as bar:
@@ -141,31 +119,33 @@ class _Batch:
                     if not lost:
                         break
                     todo = lost
+                    logger.warning("batch %s: %d run(s) lost", self.bundle.name, len(lost))
                     if round_ < self.retries:
                         bar.write(f"labkit: {len(lost)} run(s) lost with their worker; retrying")
                     else:
                         bar.update(len(lost))
             except BaseException:  # Ctrl-C or a cluster that went away: keep what finished
                 for entry in self.entries:
-                    if entry["status"] in ("pending", "lost"):
-                        entry["status"] = "cancelled"
+                    if entry.status in ("pending", "lost"):
+                        entry.status = "cancelled"
                 self._save("interrupted")
                 raise
-        return BatchResult(self.out_dir, self.entries, self._save("done"))
+        summary = self._save("done")
+        return BatchResult(self.out_dir, [entry.to_json() for entry in self.entries], summary)
 
     def _round(self, todo: list[int], bar) -> list[int]:
         """Submit ``todo``; record each outcome as it arrives; return the runs lost."""
         lost = []
         for index in todo:
-            self.entries[index]["attempts"] += 1
+            self.entries[index].attempts += 1
         stream = self.cluster.run_chunks(execute_task, [[self.tasks[i]] for i in todo])
         try:
             for position, outcome in stream:
                 index = todo[position]
                 if isinstance(outcome, ChunkLost):
-                    self.entries[index].update(
-                        status="lost", error=f"{type(outcome.error).__name__}: {outcome.error}"
-                    )
+                    entry = self.entries[index]
+                    entry.status = "lost"
+                    entry.error = f"{type(outcome.error).__name__}: {outcome.error}"
                     lost.append(index)
                     continue
                 if isinstance(outcome, ItemFailure):  # the task itself broke (e.g. no papermill)
@@ -177,7 +157,7 @@ class _Batch:
                     outcome = outcome[0]
                 self._finish(index, outcome)
                 bar.update(1)
-                failed = sum(entry["status"] == "failed" for entry in self.entries)
+                failed = sum(entry.status == "failed" for entry in self.entries)
                 if failed:
                     bar.set_postfix(failed=failed)
                 if time.perf_counter() - self.saved_at > _SAVE_EVERY_S:
@@ -190,21 +170,21 @@ class _Batch:
         entry = self.entries[index]
         notebook = None
         if outcome.get("notebook") is not None:
-            notebook = f"{RUNS_FOLDER}/{_slug(index, entry['parameters'])}.ipynb"
+            notebook = f"{RUNS_FOLDER}/{_slug(index, entry.parameters)}.ipynb"
             (self.out_dir / notebook).write_text(outcome["notebook"])
-        entry.update(result_entry(outcome, entry["parameters"], notebook))
+        finished = result_entry(outcome, entry.parameters, notebook)
+        self.entries[index] = BatchEntry(**asdict(finished), index=index, attempts=entry.attempts)
 
-    def _save(self, status: str) -> dict[str, Any]:
+    def _save(self, status: BatchStatus) -> dict[str, Any]:
         counts = {
-            state: sum(entry["status"] == state for entry in self.entries)
-            for state in ("ok", "failed", "lost", "pending", "cancelled")
+            state: sum(entry.status == state for entry in self.entries) for state in RUN_STATUSES
         }
         summary = {
             "total": len(self.entries),
             **{state: count for state, count in counts.items() if count or state != "cancelled"},
             "duration_s": round(time.perf_counter() - self.start, 3),
         }
-        cluster = {"backend": self.cluster.backend, "address": self.cluster.address}
+        cluster = BatchCluster(self.cluster.backend, self.cluster.address)
         write_json(
             self.out_dir / BATCH_RESULTS,
             {
@@ -213,11 +193,11 @@ class _Batch:
                 "name": self.bundle.name,
                 "created": self.created,
                 "status": status,
-                "cluster": cluster,
+                "cluster": asdict(cluster),
                 "grid": self.grid,
                 "retries": self.retries,
                 "summary": summary,
-                "runs": self.entries,
+                "runs": [entry.to_json() for entry in self.entries],
             },
         )
         self.saved_at = time.perf_counter()

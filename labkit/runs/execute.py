@@ -8,14 +8,14 @@ only the source folder the notebook reads its data from.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from labkit.clusters.where import this_host
 from labkit.errors import BundleError
 from labkit.runs.bundle import (
     NOTEBOOK,
@@ -28,6 +28,8 @@ from labkit.runs.bundle import (
 )
 from labkit.runs.parameters import check_values
 from labkit.runs.records import records_in
+from labkit.runs.results import RunEntry, RunStatus
+from labkit.runs.ship import shipped_folder, unseen_files
 
 
 @dataclass
@@ -35,7 +37,7 @@ class RunResult:
     """One execution: where its notebook and result entry are, and what it recorded."""
 
     path: Path
-    status: str  # "ok" | "failed"
+    status: RunStatus  # "ok" or "failed"
     error: str | None
     duration_s: float
     parameters: dict[str, Any]
@@ -72,7 +74,7 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
     from papermill.exceptions import PapermillExecutionError
 
     start = time.perf_counter()
-    host = socket.gethostname()
+    host = this_host()
     outcome: dict[str, Any] = {
         "index": task["index"],
         "status": "failed",
@@ -83,6 +85,11 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
         "notebook": None,
     }
     working_dir = task["working_dir"]
+    if task.get("shipped") and unseen_files(working_dir, task["data_files"]):
+        # this host does not see the source folder as the notebook would: its data is here
+        shipped = shipped_folder(task["shipped"])
+        if shipped.is_dir():
+            working_dir = str(shipped)
     if not os.path.isdir(working_dir):
         outcome["error"] = (
             f"worker {host} cannot see the source folder {working_dir}, where this notebook "
@@ -149,26 +156,24 @@ def run(
     write_json(
         out_dir / RUN_RESULT,
         {"kind": "run", "bundle": str(bundle.path), "name": bundle.name, "created": created}
-        | entry,
+        | asdict(entry),
     )
-    return RunResult(
-        out_dir, entry["status"], entry["error"], entry["duration_s"], values, entry["records"]
-    )
+    return RunResult(out_dir, entry.status, entry.error, entry.duration_s, values, entry.records)
 
 
 def result_entry(
     outcome: Mapping[str, Any], parameters: Mapping[str, Any], notebook: str | None
-) -> dict[str, Any]:
-    """The per-run entry of ``result.json`` / ``results.json`` (DESIGN §8)."""
-    return {
-        "parameters": dict(parameters),
-        "status": outcome["status"],
-        "error": outcome.get("error"),
-        "duration_s": round(float(outcome.get("duration_s", 0.0)), 3),
-        "worker_host": outcome.get("worker_host"),
-        "records": outcome.get("records", {}),
-        "notebook": notebook if outcome.get("notebook") is not None else None,
-    }
+) -> RunEntry:
+    """The per-run entry of ``result.json`` / ``results.json`` from a worker's outcome."""
+    return RunEntry(
+        parameters=dict(parameters),
+        status=outcome["status"],
+        error=outcome.get("error"),
+        duration_s=round(float(outcome.get("duration_s", 0.0)), 3),
+        worker_host=outcome.get("worker_host"),
+        records=outcome.get("records", {}),
+        notebook=notebook if outcome.get("notebook") is not None else None,
+    )
 
 
 def require_working_dir(bundle: Bundle) -> None:

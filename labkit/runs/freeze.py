@@ -1,8 +1,9 @@
 """``labkit freeze``: turn a notebook into a parameterised bundle with its provenance.
 
-The bundle (DESIGN §8) is what a later run needs to reproduce this one: the notebook with
-outputs cleared and one ``parameters`` cell, the parameters papermill infers from it, the
-source folder it runs in, the hashes of the data files it names, and the exact packages.
+The bundle (notebook.ipynb, manifest.json, requirements.lock) is what a later run needs to
+reproduce this one: the notebook with outputs cleared and one ``parameters`` cell, the
+parameters papermill infers from it, the source folder it runs in, the hashes of the data
+files it names, and the exact packages.
 """
 
 from __future__ import annotations

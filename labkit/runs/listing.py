@@ -1,8 +1,8 @@
 """Frozen bundles, runs and batches under a folder: the data behind ``%labkit runs`` and
 ``GET /labkit/api/runs``.
 
-Each entry is plain JSON: kind (``bundle`` | ``run`` | ``batch``), name, path, created,
-status, and per kind the parameters, the run counts or the bundle it came from.
+Each entry is plain JSON, the form of a ``ListedBundle``, ``ListedRun`` or ``ListedBatch``
+(mirrored by the extension's ``IRun`` in extension/src/api.ts).
 """
 
 from __future__ import annotations
@@ -10,12 +10,58 @@ from __future__ import annotations
 import html
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from labkit.runs.bundle import BATCH_RESULTS, MANIFEST, NOTEBOOK, RUN_RESULT
+from labkit.runs.results import BatchStatus, RunStatus
 
 RUNS_DIR_ENV = "LABKIT_RUNS_DIR"
+
+
+@dataclass
+class ListedBundle:
+    """A frozen bundle: its notebook's source, parameter defaults and data files."""
+
+    kind: Literal["bundle"]
+    name: str
+    path: str
+    created: str | None
+    status: Literal["frozen"]
+    source: str | None
+    parameters: dict[str, Any]
+    data_files: int
+
+
+@dataclass
+class ListedRun:
+    """One ``labkit run``, from its result.json."""
+
+    kind: Literal["run"]
+    name: str
+    path: str
+    created: str | None
+    status: RunStatus | None
+    bundle: str | None
+    parameters: dict[str, Any]
+    duration_s: float | None
+
+
+@dataclass
+class ListedBatch:
+    """One batch, from its results.json: ``runs`` counts its runs by status."""
+
+    kind: Literal["batch"]
+    name: str
+    path: str
+    created: str | None
+    status: BatchStatus | None
+    bundle: str | None
+    runs: dict[str, Any]
+    cluster: dict[str, Any] | None
+
+
 _SKIP = {"node_modules", "__pycache__", ".git", ".ipynb_checkpoints"}
 
 
@@ -34,10 +80,10 @@ def list_runs(root: str | os.PathLike | None = None, *, depth: int = 4) -> RunsT
         subfolders[:] = sorted(
             name for name in subfolders if name not in _SKIP and not name.startswith(".")
         )
-        entry = _describe(here, set(files))
-        if entry is not None:
-            entries.append(entry)
-            if entry["kind"] != "bundle":
+        listed = _describe(here, set(files))
+        if listed is not None:
+            entries.append(asdict(listed))
+            if listed.kind != "bundle":
                 subfolders[:] = []  # a run or batch folder holds only its notebooks
         if level >= depth:
             subfolders[:] = []
@@ -46,28 +92,27 @@ def list_runs(root: str | os.PathLike | None = None, *, depth: int = 4) -> RunsT
     return RunsTable(entries)
 
 
-def _describe(folder: Path, files: set[str]) -> dict[str, Any] | None:
+def _describe(folder: Path, files: set[str]) -> ListedBundle | ListedRun | ListedBatch | None:
     if MANIFEST in files and NOTEBOOK in files:
         manifest = _read(folder / MANIFEST)
         if manifest is None or "working_dir" not in manifest:
             return None
-        return {
-            "kind": "bundle",
-            "name": manifest.get("name", folder.name),
-            "path": str(folder),
-            "created": manifest.get("created"),
-            "status": "frozen",
-            "source": manifest.get("source", {}).get("path"),
-            "parameters": {p["name"]: p.get("default") for p in manifest.get("parameters", [])},
-            "data_files": len(manifest.get("data_files", [])),
-        }
+        return ListedBundle(
+            kind="bundle",
+            name=manifest.get("name", folder.name),
+            path=str(folder),
+            created=manifest.get("created"),
+            status="frozen",
+            source=manifest.get("source", {}).get("path"),
+            parameters={p["name"]: p.get("default") for p in manifest.get("parameters", [])},
+            data_files=len(manifest.get("data_files", [])),
+        )
     for name, kind in ((BATCH_RESULTS, "batch"), (RUN_RESULT, "run")):
         if name in files:
             result = _read(folder / name)
             if result is None or result.get("kind") != kind:
                 return None
-            entry = {
-                "kind": kind,
+            common = {
                 "name": f"{result.get('name', '?')}/{folder.name}",
                 "path": str(folder),
                 "created": result.get("created"),
@@ -75,12 +120,10 @@ def _describe(folder: Path, files: set[str]) -> dict[str, Any] | None:
                 "bundle": result.get("bundle"),
             }
             if kind == "batch":
-                entry["runs"] = result.get("summary", {})
-                entry["cluster"] = result.get("cluster")
-            else:
-                entry["parameters"] = result.get("parameters", {})
-                entry["duration_s"] = result.get("duration_s")
-            return entry
+                runs, cluster = result.get("summary", {}), result.get("cluster")
+                return ListedBatch(kind="batch", **common, runs=runs, cluster=cluster)
+            parameters, duration = result.get("parameters", {}), result.get("duration_s")
+            return ListedRun(kind="run", **common, parameters=parameters, duration_s=duration)
     return None
 
 

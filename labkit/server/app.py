@@ -1,4 +1,4 @@
-"""The labkit Jupyter server extension: REST routes of DESIGN §5 over a cluster manager."""
+"""The labkit Jupyter server extension: the ``/labkit/api`` REST routes over a cluster manager."""
 
 from __future__ import annotations
 

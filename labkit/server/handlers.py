@@ -1,4 +1,4 @@
-"""REST handlers of DESIGN §5: parse the request, call the manager, serialise the answer.
+"""REST handlers of ``/labkit/api``: parse the request, call the manager, serialise the answer.
 
 Errors: a ``LabkitError`` (bad input the user can act on) is 400 with its message, an unknown
 cluster id 404, malformed JSON 400; Jupyter's own authentication refuses anonymous requests.
@@ -16,6 +16,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from labkit.errors import ClusterNotFoundError, LabkitError
+from labkit.schema import to_json
 from labkit.server.runs import runs_for_server
 
 
@@ -58,20 +59,24 @@ class ClustersHandler(LabkitHandler):
     @web.authenticated
     @_labkit_errors
     async def get(self) -> None:
-        self.reply(await self.manager.list_clusters())
+        self.reply([to_json(cluster) for cluster in await self.manager.list_clusters()])
 
     @web.authenticated
     @_labkit_errors
     async def post(self) -> None:
         body = self.json_body()
-        unknown = set(body) - {"backend", "workers", "address", "name", "token_file"}
+        unknown = set(body) - {"backend", "workers", "address", "name", "token_file", "tls"}
         if unknown:
             raise web.HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
         if body.get("address") is not None:
             if "workers" in body:
                 raise web.HTTPError(400, "'workers' applies to local clusters, not to an address")
             cluster = await self.manager.register_cluster(
-                body["address"], body.get("name"), body.get("backend"), body.get("token_file")
+                body["address"],
+                body.get("name"),
+                body.get("backend"),
+                body.get("token_file"),
+                body.get("tls"),
             )
         else:
             if "backend" not in body:
@@ -79,7 +84,7 @@ class ClustersHandler(LabkitHandler):
             cluster = await self.manager.start_cluster(
                 body["backend"], body.get("workers"), body.get("name")
             )
-        self.reply(cluster, 201)
+        self.reply(to_json(cluster), 201)
 
 
 class ClusterHandler(LabkitHandler):
@@ -88,7 +93,7 @@ class ClusterHandler(LabkitHandler):
     @web.authenticated
     @_labkit_errors
     async def get(self, cluster_id: str) -> None:
-        self.reply(await self.manager.get_cluster(cluster_id))
+        self.reply(to_json(await self.manager.get_cluster(cluster_id)))
 
     @web.authenticated
     @_labkit_errors
@@ -96,7 +101,8 @@ class ClusterHandler(LabkitHandler):
         body = self.json_body()
         if set(body) != {"workers"}:
             raise web.HTTPError(400, 'PATCH takes exactly {"workers": N}')
-        self.reply(await self.manager.scale_cluster(cluster_id, body["workers"]))
+        cluster = await self.manager.scale_cluster(cluster_id, body["workers"])
+        self.reply(to_json(cluster))
 
     @web.authenticated
     @_labkit_errors

@@ -4,6 +4,8 @@ and the local ones its kernels started themselves.
 Managed clusters are real processes (``ray start --head``, ``dask scheduler`` + ``dask
 worker``), tracked by PID and stopped on DELETE and when the server shuts down; nothing of
 them lives inside the server process. Live figures come from asking each cluster (``probes``).
+Everything that differs between backends is their launcher's (``launcher_classes``), so a
+test can hand the manager fake launchers and walk a cluster through its states.
 Every change rewrites the registry file, so ``labkit.connect(NAME)`` in a kernel of this
 server resolves the names shown in the sidebar.
 """
@@ -19,22 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from labkit.checks import whole
 from labkit.clusters.address import parse_address, split_host_port
 from labkit.clusters.announce import announced
+from labkit.clusters.backends import load
+from labkit.clusters.dask_auth import check_tls_files
 from labkit.clusters.registry import ClusterEntry, read_registry, registry_path, write_registry
 from labkit.errors import (
     ClusterNotFoundError,
     LabkitError,
     ParameterError,
     RegistryError,
-    UnsupportedOperation,
+    UnsupportedOperationError,
 )
 from labkit.server.dashboards import DASHBOARD_ROUTE
-from labkit.server.launchers import LAUNCHERS, DaskLauncher, Launcher
-from labkit.server.probes import Health, probe
+from labkit.server.launchers import Launcher, launcher_targets
+from labkit.server.models import ClusterDescription, ClusterStatus, Origin, Phase
+from labkit.server.probes import Health, probe_with
 from labkit.server.processes import pid_alive
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
@@ -58,10 +64,11 @@ class ClusterRecord:
     name: str
     backend: str
     address: str
-    origin: str  # "managed" (started here), "registered" (by address) or "kernel"
+    origin: Origin  # "managed" (started here), "registered" (by address) or "kernel"
     launcher: Launcher | None = None
     token_file: str | None = None
-    phase: str = "running"  # managed: starting, running, scaling, stopping
+    tls: dict[str, str] | None = None  # a Dask client's files, for a tls:// scheduler
+    phase: Phase = "running"  # the phases of a managed cluster
     busy: bool = False  # a start, scale or stop is under way
     requested: int | None = None
     since: float = field(default_factory=time.monotonic)
@@ -91,7 +98,16 @@ class ClusterManager(LoggingConfigurable):
     probe_timeout = Float(
         3.0, config=True, help="Seconds to wait for a cluster's answer when reporting status."
     )
-    dask_threads_per_worker = Integer(1, config=True, help="Threads of each managed Dask worker.")
+    launcher_classes = Dict(
+        config=True,
+        help="Backend name -> its Launcher class, or a 'module:Class' import string. Default: "
+        "the launchers of the registered backends (clusters.backends).",
+    )
+    launcher_options = Dict(
+        config=True,
+        help="Backend name -> keyword options for its launcher, e.g. "
+        "{'dask': {'threads_per_worker': 2}}.",
+    )
     registry_file = Unicode(
         "",
         config=True,
@@ -114,6 +130,10 @@ class ClusterManager(LoggingConfigurable):
     base_url = Unicode("/", help="The Jupyter server's base URL, for proxied dashboard links.")
     proxy_available = Bool(False, help="Whether the dashboard proxy route is served.")
 
+    @default("launcher_classes")
+    def _registered_launchers(self) -> dict[str, Any]:
+        return launcher_targets()
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._clusters: dict[str, ClusterRecord] = {}
@@ -125,7 +145,7 @@ class ClusterManager(LoggingConfigurable):
         self._closed = False
 
     # -- public API used by the handlers ----------------------------------------------
-    async def list_clusters(self) -> list[dict[str, Any]]:
+    async def list_clusters(self) -> list[ClusterDescription]:
         records = list(self._clusters.values())
         if self.list_kernel_clusters:
             records += await asyncio.to_thread(self._kernel_records)
@@ -133,25 +153,21 @@ class ClusterManager(LoggingConfigurable):
         self._dashboards = {key: value for key, value in self._dashboards.items() if key in ids}
         return list(await asyncio.gather(*(self._describe(record) for record in records)))
 
-    async def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+    async def get_cluster(self, cluster_id: str) -> ClusterDescription:
         return await self._describe(await self._find(cluster_id))
 
     async def start_cluster(
         self, backend: str, workers: int | None = None, name: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ClusterDescription:
         """Start a managed local cluster; returns at once with status ``starting``."""
         self._check_open()
-        if backend not in LAUNCHERS:
-            raise ParameterError(
-                f"unknown backend {backend!r}: choose one of {', '.join(sorted(LAUNCHERS))}"
-            )
+        launcher_class = self._launcher_class(backend)
         workers = self._check_workers(self.default_workers if workers is None else workers)
         name = self._check_name(name) if name is not None else self._new_name(backend)
         root = self.work_root or None
         workdir = Path(tempfile.mkdtemp(prefix=f"labkit-{backend}-", dir=root))
-        launcher = LAUNCHERS[backend](workdir, self.bind_host)
-        if isinstance(launcher, DaskLauncher):
-            launcher.threads_per_worker = self.dask_threads_per_worker
+        options = self.launcher_options.get(backend, {})
+        launcher = launcher_class(workdir, self.bind_host, **options)
         record = ClusterRecord(
             name, name, backend, "", "managed", launcher, phase="starting", busy=True
         )
@@ -165,6 +181,7 @@ class ClusterManager(LoggingConfigurable):
             await self._in_process_thread(launcher.stop)
             raise
         record.address, record.token_file = launcher.address, launcher.token_file
+        record.tls = launcher.tls  # off loopback: the client files of its mutual TLS
         record.busy, record.since = False, time.monotonic()
         self.log.info("labkit: started %s cluster %s at %s", backend, name, record.address)
         self._write_registry()
@@ -176,15 +193,18 @@ class ClusterManager(LoggingConfigurable):
         name: str | None = None,
         backend: str | None = None,
         token_file: str | None = None,
-    ) -> dict[str, Any]:
-        """Remember a remote cluster by address; an unreachable one shows its error."""
+        tls: dict[str, str] | None = None,
+    ) -> ClusterDescription:
+        """Remember a remote cluster by address; an unreachable one shows its error.
+
+        ``token_file``: a Ray cluster's token; ``tls``: a Dask client's ``ca_file``, ``cert``
+        and ``key`` for a ``tls://`` scheduler (the probe and connecting by name use them).
+        """
         self._check_open()
         if not isinstance(address, str) or not address.strip():
             raise ParameterError("a remote cluster needs an 'address', e.g. tcp://HOST:8786")
-        if backend is not None and backend not in LAUNCHERS:
-            raise ParameterError(
-                f"unknown backend {backend!r}: choose one of {', '.join(sorted(LAUNCHERS))}"
-            )
+        if backend is not None:
+            self._launcher_class(backend)
         target = parse_address(address.strip(), backend)
         if target.kind in ("local", "name"):
             raise ParameterError(
@@ -198,26 +218,28 @@ class ClusterManager(LoggingConfigurable):
             if not isinstance(token_file, str) or not Path(token_file).expanduser().is_file():
                 raise ParameterError(f"token file {token_file!r} does not exist")
             token_file = str(Path(token_file).expanduser().resolve())
+        if tls is not None:
+            tls = check_tls_files(tls)
         name = self._check_name(name) if name else self._new_name(target.backend)
         record = ClusterRecord(name, name, target.backend, target.address, "registered")
-        record.token_file = token_file
+        record.token_file, record.tls = token_file, tls
         self._clusters[record.id] = record
         self._owned.add(record.id)
         self._write_registry()
         return await self._describe(record)
 
-    async def scale_cluster(self, cluster_id: str, workers: int) -> dict[str, Any]:
+    async def scale_cluster(self, cluster_id: str, workers: int) -> ClusterDescription:
         """Resize a managed cluster: Dask adds or stops workers, Ray restarts its head."""
         record = await self._find(cluster_id)
         if not record.managed:
             where = f"kernel (pid {record.kernel_pid})" if record.origin == "kernel" else "remote"
-            raise UnsupportedOperation(
+            raise UnsupportedOperationError(
                 f"cannot scale {record.name!r}: it is a {where} cluster at {record.address}; "
                 "only clusters this server started can be scaled"
             )
         workers = self._check_workers(workers)
         if record.busy:
-            raise UnsupportedOperation(f"cluster {record.name!r} is {record.phase}; try again")
+            raise UnsupportedOperationError(f"cluster {record.name!r} is {record.phase}; try again")
         assert record.launcher is not None
         record.busy, record.phase, record.requested = True, "scaling", workers
         try:
@@ -232,7 +254,7 @@ class ClusterManager(LoggingConfigurable):
         """Stop a managed cluster (by PID) or forget a registered one."""
         record = await self._find(cluster_id)
         if record.origin == "kernel":
-            raise UnsupportedOperation(
+            raise UnsupportedOperationError(
                 f"{record.name!r} was started by the kernel with pid {record.kernel_pid}; "
                 "stop it there with %labkit disconnect"
             )
@@ -280,10 +302,7 @@ class ClusterManager(LoggingConfigurable):
         record = await self._find(cluster_id)
         hostport = self._dashboard_address(record)
         if hostport is None and not record.managed:
-            health = await probe(
-                record.backend, record.address, self.probe_timeout, record.token_file
-            )
-            hostport = health.dashboard
+            hostport = (await self._probe(record)).dashboard
         if not hostport:
             return None
         host, port = split_host_port(hostport)
@@ -291,42 +310,41 @@ class ClusterManager(LoggingConfigurable):
             return None
         if host in ("0.0.0.0", "::", "localhost"):
             host = "127.0.0.1"
-        token = None
-        if record.backend == "ray":
-            from labkit.clusters.ray_auth import find_token
-
-            found = await asyncio.to_thread(find_token, record.token_file)
-            token = found.value if found else None
+        launcher_class = self._launcher_class(record.backend)
+        token = await asyncio.to_thread(launcher_class.dashboard_token, record.token_file)
         return DashboardTarget(host, port, token)
 
     # -- description ------------------------------------------------------------------
-    async def _describe(self, record: ClusterRecord) -> dict[str, Any]:
+    async def _describe(self, record: ClusterRecord) -> ClusterDescription:
         status, error, health = await self._status(record)
         if health is not None and health.dashboard and not record.managed:
             self._dashboards[record.id] = health.dashboard
-        return {
-            "id": record.id,
-            "name": record.name,
-            "backend": record.backend,
-            "address": record.address,
-            "status": status,
-            "workers": health.workers if health else None,
-            "cpus": health.cpus if health else None,
-            "gpus": health.gpus if health else None,
-            "memory_bytes": health.memory_bytes if health else None,
-            "dashboard_url": self._dashboard_url(record),
-            "managed": record.managed,
-            "origin": record.origin,
-            "requested_workers": record.requested,
-            "error": error,
-            "connect": (
+        return ClusterDescription(
+            id=record.id,
+            name=record.name,
+            backend=record.backend,
+            address=record.address,
+            status=status,
+            workers=health.workers if health else None,
+            cpus=health.cpus if health else None,
+            gpus=health.gpus if health else None,
+            memory_bytes=health.memory_bytes if health else None,
+            dashboard_url=self._dashboard_url(record),
+            managed=record.managed,
+            origin=record.origin,
+            requested_workers=record.requested,
+            error=error,
+            connect=(
                 f"%labkit connect {record.name}"
                 if record.origin != "kernel"
                 else f"%labkit connect {record.address} --backend {record.backend}"
             ),
-        }
+            join=record.launcher.join_command() if record.launcher is not None else None,
+        )
 
-    async def _status(self, record: ClusterRecord) -> tuple[str, str | None, Health | None]:
+    async def _status(
+        self, record: ClusterRecord
+    ) -> tuple[ClusterStatus, str | None, Health | None]:
         if record.busy and record.phase == "stopping":
             return "stopping", None, None
         if record.busy:
@@ -336,7 +354,7 @@ class ClusterManager(LoggingConfigurable):
             failure = record.launcher.failure()
             if failure:
                 return "error", failure, None
-        health = await probe(record.backend, record.address, self.probe_timeout, record.token_file)
+        health = await self._probe(record)
         if not record.managed:
             if health.reachable:
                 return "running", None, health
@@ -344,7 +362,8 @@ class ClusterManager(LoggingConfigurable):
         waited = time.monotonic() - record.since
         settling = record.phase in ("starting", "scaling")
         if health.reachable:
-            if settling and not _ready(record, health) and waited < self.startup_timeout:
+            ready = self._launcher_class(record.backend).ready(health, record.requested or 1)
+            if settling and not ready and waited < self.startup_timeout:
                 return record.phase, None, health
             record.phase = "running"
             return "running", None, health
@@ -368,7 +387,7 @@ class ClusterManager(LoggingConfigurable):
             host, port = split_host_port(hostport)
         except ValueError:
             return None
-        page = "status" if record.backend == "dask" else ""
+        page = self._launcher_class(record.backend).dashboard_page
         local = host in LOCAL_HOSTS or (record.managed and host == self.bind_host)
         if self.proxy_dashboards and self.proxy_available and local:
             base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
@@ -391,7 +410,7 @@ class ClusterManager(LoggingConfigurable):
         known = {record.address for record in self._clusters.values()}
         records = []
         for entry in announced():
-            if entry.get("address") in known or entry.get("backend") not in LAUNCHERS:
+            if entry.get("address") in known or entry.get("backend") not in self.launcher_classes:
                 continue
             pid = int(entry["pid"])
             record = ClusterRecord(
@@ -405,22 +424,30 @@ class ClusterManager(LoggingConfigurable):
             records.append(record)
         return records
 
+    def _launcher_class(self, backend: str) -> type[Launcher]:
+        """The launcher of ``backend``; ParameterError naming the known ones otherwise."""
+        if not isinstance(backend, str) or backend not in self.launcher_classes:
+            known = ", ".join(sorted(self.launcher_classes))
+            raise ParameterError(f"unknown backend {backend!r}: choose one of {known}")
+        found = self.launcher_classes[backend]
+        return load(found) if isinstance(found, str) else found
+
+    async def _probe(self, record: ClusterRecord) -> Health:
+        launcher_class = self._launcher_class(record.backend)
+        return await probe_with(
+            launcher_class, record.address, self.probe_timeout, record.token_file, record.tls
+        )
+
     async def _in_process_thread(self, fn, *args):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._process_thread, fn, *args)
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UnsupportedOperation("the Jupyter server is shutting down")
+            raise UnsupportedOperationError("the Jupyter server is shutting down")
 
     def _check_workers(self, workers: object) -> int:
-        if isinstance(workers, bool) or not isinstance(workers, int):
-            raise ParameterError(f"'workers' must be a whole number, got {workers!r}")
-        if not 1 <= workers <= self.max_workers:
-            raise ParameterError(
-                f"'workers' must be between 1 and {self.max_workers}, got {workers}"
-            )
-        return workers
+        return whole("'workers'", workers, 1, self.max_workers)
 
     def _taken_names(self) -> set[str]:
         names = {record.name for record in self._clusters.values()}
@@ -472,6 +499,7 @@ class ClusterManager(LoggingConfigurable):
                 pids=record.launcher.pids() if record.launcher else [],
                 token_file=record.token_file,
                 workers=record.requested,
+                tls=record.tls,
             )
             for record in self._clusters.values()
         ]
@@ -479,11 +507,3 @@ class ClusterManager(LoggingConfigurable):
             write_registry(self._others_in_registry() + ours, self._registry_path())
         except OSError as exc:
             raise RegistryError(f"cannot write the cluster registry: {exc}") from exc
-
-
-def _ready(record: ClusterRecord, health: Health) -> bool:
-    """Whether a settling managed cluster has all it was asked for (Ray: CPU slots)."""
-    wanted = record.requested or 1
-    if record.backend == "ray":
-        return (health.cpus or 0) >= wanted
-    return (health.workers or 0) >= wanted

@@ -19,8 +19,15 @@ from astropy.table import Table
 
 from labkit.errors import SpectraFileError
 from labkit.spectra.container import FLUX_UNIT, Spectra
+from labkit.spectra.formats import (
+    FITS_SUFFIXES,
+    SpectraFormat,
+    prepare_folder,
+    refuse_existing,
+    register_format,
+)
+from labkit.spectra.mock.truth import TRUTH_HDU, join_truth, truth_hdu
 from labkit.spectra.redshifts import join_redshifts, redshift_table
-from labkit.spectra.truth import TRUTH_HDU, join_truth, truth_hdu
 
 WAVE_SUFFIX = "_WAVELENGTH"
 FLUX_BUNIT = "10**-17 erg/(s cm2 Angstrom)"
@@ -243,3 +250,32 @@ def _redshifts_hdu(meta: Table) -> fits.BinTableHDU | None:
         fits.Column("SPECTYPE", "6A", array=_column(rows, "spectype", "", "U6")),
     ]
     return fits.BinTableHDU.from_columns(columns, name="REDSHIFTS")
+
+
+def write_desi_survey(spectra: Spectra, path: Path, overwrite: bool = False) -> list[Path]:
+    """``path`` ending in .fits: one coadd file; otherwise a folder of coadds of up to
+    ``FILE_SPECTRA`` spectra each."""
+    if path.name.endswith(FITS_SUFFIXES):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        refuse_existing(path, overwrite)
+        write_desi(spectra, path, overwrite)
+        return [path]
+    prepare_folder(path, overwrite)
+    written = []
+    for k, start in enumerate(range(0, len(spectra), FILE_SPECTRA)):
+        target = path / f"coadd-labkit-{k:04d}.fits"
+        refuse_existing(target, overwrite)
+        write_desi(spectra[start : start + FILE_SPECTRA], target, overwrite)
+        written.append(target)
+    return written
+
+
+register_format(
+    SpectraFormat(
+        name="desi",
+        identify=looks_like_desi,
+        read=read_desi,
+        write=write_desi_survey,
+        looks_for="a DESI coadd (FIBERMAP, B/R/Z_WAVELENGTH, _FLUX, _IVAR)",
+    )
+)

@@ -1,8 +1,9 @@
 """``read`` and ``write``: survey files in, one ``Spectra`` out, and back.
 
-``read`` takes a file, a folder, a glob or a list of them; it detects each file's layout
-(DESI coadd or SDSS spec-lite), reads the files in parallel on the active cluster when there
-is one (workers must see the same paths), and stacks them in the order given.
+``read`` takes a file, a folder, a glob or a list of them; it detects each file's format
+(DESI coadd, SDSS spec-lite, or any other registered in ``labkit.spectra.formats``), reads
+the files in parallel on the active cluster when there is one (workers must see the same
+paths), and stacks them in the order given.
 """
 
 from __future__ import annotations
@@ -10,27 +11,19 @@ from __future__ import annotations
 import glob as globbing
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
 
-from labkit.clusters import resolve_cluster
+from labkit.clusters import ClusterSpec, using_cluster
 from labkit.errors import ParameterError, SpectraError, SpectraFileError, SpectraWarning
+from labkit.spectra import desi, sdss  # noqa: F401 - importing them registers their formats
 from labkit.spectra.container import Spectra, concatenate
-from labkit.spectra.desi import FILE_SPECTRA, looks_like_desi, read_desi, write_desi
+from labkit.spectra.formats import FITS_SUFFIXES, get_format, identify, unknown_layout
 from labkit.spectra.redshifts import join_redshifts, load_redshifts
-from labkit.spectra.sdss import looks_like_sdss, read_sdss, write_sdss
 
-FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts")
-LAYOUTS: dict[
-    str, tuple[Callable[[fits.HDUList], bool], Callable[[str, fits.HDUList], Spectra]]
-] = {
-    "desi": (looks_like_desi, read_desi),
-    "sdss": (looks_like_sdss, read_sdss),
-}
 ON_ERROR = ("raise", "skip")
 # astropy only warns about these, and drops what follows: a cut-off file
 DAMAGE = re.compile(r"truncated|Error validating header")
@@ -49,7 +42,7 @@ def read(
     redshifts: Any = None,
     *,
     on_error: str = "raise",
-    cluster: Any = None,
+    cluster: ClusterSpec = None,
     progress: bool = True,
 ) -> Spectra:
     """Read DESI and SDSS spectra files into one ``Spectra``, rows in file order.
@@ -64,14 +57,15 @@ def read(
         raise ParameterError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     paths = resolve_paths(source)
     table = load_redshifts(redshifts) if redshifts is not None else None
-    cluster = resolve_cluster(cluster)
-    if cluster is not None and len(paths) > 1:
-        outcomes = cluster.map(_read_guarded, paths, progress=progress, desc="read spectra")
-    else:
-        from tqdm.auto import tqdm
+    with using_cluster(cluster) as chosen:
+        if chosen is not None and len(paths) > 1:
+            outcomes = chosen.map(_read_guarded, paths, progress=progress, desc="read spectra")
+        else:
+            from tqdm.auto import tqdm
 
-        shown = progress and len(paths) > 1
-        outcomes = [_read_guarded(p) for p in tqdm(paths, desc="read spectra", disable=not shown)]
+            shown = progress and len(paths) > 1
+            names = tqdm(paths, desc="read spectra", disable=not shown)
+            outcomes = [_read_guarded(p) for p in names]
     failures = [o for o in outcomes if isinstance(o, FileFailure)]
     if failures and on_error == "raise":
         raise SpectraFileError(failures[0].message, path=failures[0].path)
@@ -133,19 +127,15 @@ def read_file(path: str) -> Spectra:
                 damaged = [str(w.message) for w in caught if DAMAGE.search(str(w.message))]
                 if damaged:
                     raise SpectraFileError(f"truncated FITS file: {damaged[0]}", path=path)
-                for looks_like, reader in LAYOUTS.values():
-                    if looks_like(hdul):
-                        return reader(path, hdul)
-                names = ", ".join(hdu.name or "(unnamed)" for hdu in hdul)
+                fmt = identify(hdul)
+                if fmt is not None:
+                    return fmt.read(path, hdul)
+                unknown = unknown_layout(hdul)
     except SpectraError:
         raise
     except Exception as exc:
         raise SpectraFileError(f"corrupt or unreadable FITS file: {exc}", path=path) from None
-    raise SpectraFileError(
-        f"unknown layout: neither a DESI coadd (FIBERMAP, B/R/Z_WAVELENGTH, _FLUX, _IVAR) nor an "
-        f"SDSS spec-lite file (COADD with flux, loglam, ivar); its HDUs are {names}",
-        path=path,
-    )
+    raise SpectraFileError(unknown, path=path)
 
 
 def _read_guarded(path: str) -> Spectra | FileFailure:
@@ -155,13 +145,10 @@ def _read_guarded(path: str) -> Spectra | FileFailure:
         return FileFailure(exc.path, str(exc).removeprefix(f"{exc.path}: "))
 
 
-FORMATS = ("desi", "sdss")
-
-
 def write(
     spectra: Spectra, path: str | Path, format: str = "desi", *, overwrite: bool = False
 ) -> list[Path]:
-    """Write ``spectra`` in an archive layout; returns the files written.
+    """Write ``spectra`` in a registered format; returns the files written.
 
     ``format="desi"``: ``path`` ending in .fits is one coadd file; otherwise a folder that
     gets coadd files of up to 500 spectra each. ``format="sdss"``: ``path`` is a folder
@@ -170,69 +157,15 @@ def write(
     """
     if not isinstance(spectra, Spectra):
         raise ParameterError(f"write() needs a Spectra, got {type(spectra).__name__}")
-    if format not in FORMATS:
-        raise ParameterError(f"format must be one of {FORMATS}, got {format!r}")
+    fmt = get_format(format)
     if len(spectra) == 0:
         raise SpectraError("there are no spectra to write")
     path = Path(path)
     try:
-        if format == "desi" and path.name.endswith(FITS_SUFFIXES):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _refuse_existing(path, overwrite)
-            write_desi(spectra, path, overwrite)
-            return [path]
-        path.mkdir(parents=True, exist_ok=True)
-        _clear_folder(path, overwrite)
-        if format == "sdss":
-            return write_sdss(spectra, path, overwrite)
-        written = []
-        for k, start in enumerate(range(0, len(spectra), FILE_SPECTRA)):
-            target = path / f"coadd-labkit-{k:04d}.fits"
-            _refuse_existing(target, overwrite)
-            write_desi(spectra[start : start + FILE_SPECTRA], target, overwrite)
-            written.append(target)
-        return written
+        return fmt.write(spectra, path, overwrite)
     except OSError as exc:
         if "already exists" in str(exc):
             raise SpectraFileError(
                 "already exists; pass overwrite=True to replace it", path=str(path)
             ) from None
         raise SpectraFileError(f"cannot write: {exc}", path=str(path)) from None
-
-
-def _clear_folder(folder: Path, overwrite: bool) -> None:
-    """A folder gets a whole survey: refuse to mix it with FITS files already there.
-
-    With ``overwrite``, files labkit wrote earlier (marked LKFRAME in their header) are
-    removed; anyone else's files stop the write.
-    """
-    existing = sorted(p for p in folder.iterdir() if p.name.endswith(FITS_SUFFIXES))
-    if not existing:
-        return
-    if not overwrite:
-        raise SpectraFileError(
-            f"already holds {len(existing)} FITS file(s); pass overwrite=True to replace the "
-            "ones labkit wrote, or choose an empty folder",
-            path=str(folder),
-        )
-    foreign = [p.name for p in existing if not _written_by_labkit(p)]
-    if foreign:
-        raise SpectraFileError(
-            f"holds FITS files labkit did not write ({', '.join(foreign[:5])}); "
-            "choose another folder",
-            path=str(folder),
-        )
-    for stale in existing:
-        stale.unlink()
-
-
-def _written_by_labkit(path: Path) -> bool:
-    try:
-        return "LKFRAME" in fits.getheader(path, 0)
-    except Exception:
-        return False
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise SpectraFileError("already exists; pass overwrite=True to replace it", path=str(path))

@@ -9,6 +9,7 @@ bounded number at a time, so memory stays flat however many spectra there are.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,10 +18,12 @@ from typing import Any
 import numpy as np
 from astropy import units as u
 
-from labkit.clusters import resolve_cluster
+from labkit.checks import whole
+from labkit.clusters import Cluster, ClusterSpec, using_cluster
+from labkit.clusters.mapping import in_order
 from labkit.errors import MissingRedshiftError, ParameterError, SpectraError, SpectraWarning
 from labkit.spectra.container import Spectra
-from labkit.spectra.grids import SDSS_DLOG, as_angstrom, check_wave, log_grid, pixel_edges
+from labkit.spectra.grids import as_angstrom, check_wave, log_grid, pixel_edges
 from labkit.spectra.resample import place, resample_windows
 
 CHUNK_BYTES = 8 * 2**20  # input data per chunk in-process (about 100 DESI spectra)
@@ -28,14 +31,18 @@ CLUSTER_CHUNK_BYTES = 64 * 2**20  # at most this per chunk sent to a worker
 CHUNKS_PER_SLOT = 4  # chunks per worker slot when a survey is split for a cluster
 IN_FLIGHT_PER_SLOT = 8  # chunks sent per worker slot before waiting for results
 IN_FLIGHT_BYTES = 2**30  # and at most this much data travelling at once
+TRAINING_DLOG = 5.5e-4  # dex per pixel of the default grid: what training is measured on
 
 
-def rest_grid(start: Any, stop: Any, dlog: float = SDSS_DLOG) -> np.ndarray:
+def rest_grid(start: Any, stop: Any, dlog: float = TRAINING_DLOG) -> np.ndarray:
     """A rest-frame log-λ grid (Å) from ``start`` to ``stop`` with ``dlog`` dex per pixel.
 
     Pixels sit at 10**(k·dlog) for integer k, so grids for different ranges line up.
     """
     return log_grid(start, stop, dlog)
+
+
+TRAINING_GRID = rest_grid(900.0, 9800.0)  # ~1900 pixels: quasars to z ~ 4, stars, galaxies
 
 
 @dataclass
@@ -137,14 +144,17 @@ def _check_grid(grid: Any) -> np.ndarray:
 
 
 def default_grid(spectra: Spectra) -> np.ndarray:
-    """The rest-frame range any spectrum reaches, at 1e-4 dex (or the data's step if coarser)."""
+    """The rest-frame range any spectrum reaches, at ``TRAINING_DLOG`` (or the data's step if
+    coarser): finer grids train several times slower and model noise, not more physics."""
     z = np.ma.filled(np.ma.asarray(spectra.meta["z"], dtype=np.float64), np.nan)
     z = z[np.isfinite(z)]
     if z.size == 0:
         z = np.zeros(1)
     native = float(np.median(np.diff(np.log10(spectra.wave))))
     return log_grid(
-        spectra.wave[0] / (1 + z.max()), spectra.wave[-1] / (1 + z.min()), max(native, SDSS_DLOG)
+        spectra.wave[0] / (1 + z.max()),
+        spectra.wave[-1] / (1 + z.min()),
+        max(native, TRAINING_DLOG),
     )
 
 
@@ -188,14 +198,14 @@ def _chunk_size(n: int, n_in: int, slots: int) -> int:
     return int(np.clip(even, 8, max(8, CLUSTER_CHUNK_BYTES // row_bytes)))
 
 
-def _slots(cluster: Any) -> int:
+def _slots(cluster: Cluster | None) -> int:
     return 0 if cluster is None else max(1, int(cluster.resources()["cpus"]))
 
 
 def preprocess_chunks(
     chunks: Iterable[Spectra],
     grid: Any,
-    cluster: Any = None,
+    cluster: ClusterSpec = None,
     *,
     progress: bool = True,
     total: int | None = None,
@@ -204,20 +214,17 @@ def preprocess_chunks(
 
     For surveys larger than memory: feed chunks (e.g. files read one by one), consume the
     results as they come. ``grid`` is required, as no chunk sees the whole survey.
-    ``total`` (number of spectra, if known) sizes the progress bar.
+    ``total`` (number of spectra, if known) sizes the progress bar. ``cluster`` as for
+    ``preprocess``.
     """
     if grid is None:
         raise ParameterError("preprocess_chunks needs a grid; make one with rest_grid(start, stop)")
     grid = _check_grid(grid)
-    cluster = resolve_cluster(cluster)
-    waiting: dict[int, tuple[Spectra, Windows]] = {}
-    following = 0
-    stream = _stream(chunks, grid, cluster, _slots(cluster), progress, total)
-    for position, chunk, result in stream:
-        waiting[position] = chunk, result
-        while following in waiting:  # results arrive in any order; hand them out in order
-            yield _rest_frame(*waiting.pop(following), grid)
-            following += 1
+    with using_cluster(cluster) as chosen:
+        stream = _stream(chunks, grid, chosen, _slots(chosen), progress, total)
+        pairs = ((position, (chunk, result)) for position, chunk, result in stream)
+        for chunk, result in in_order(pairs):
+            yield _rest_frame(chunk, result, grid)
 
 
 def _rest_frame(chunk: Spectra, result: Windows, grid: np.ndarray) -> Spectra:
@@ -281,28 +288,99 @@ def _run(pending, offset, cluster, bar) -> Iterator[tuple[int, Spectra, Windows]
 
 
 def preprocess(
-    spectra: Spectra,
+    spectra: Any,
     grid: Any = None,
-    cluster: Any = None,
+    cluster: ClusterSpec = None,
     *,
+    out: str | os.PathLike | None = None,
+    redshifts: Any = None,
+    overwrite: bool = False,
+    chunk_rows: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
-) -> Spectra:
+) -> Any:
     """Rest-frame spectra on one log-λ grid, normalised, every input row kept in order.
 
+    ``spectra``: a ``Spectra``, a ``mock_source(...)``, or DESI/SDSS files (a path, folder,
+    glob or list, as ``read`` takes; ``redshifts=`` as there). ``out=PATH`` writes a
+    ``SpectraStore`` there, chunk by chunk, each chunk made and written by a worker, and
+    returns it; rerunning the same call completes an interrupted store, and a store from
+    other inputs or another grid is refused unless ``overwrite=True``. Without ``out`` the
+    result is a ``Spectra`` in memory.
+
     ``grid``: rest-frame pixel centres (Å or a length Quantity); None covers every
-    spectrum's rest range at 1e-4 dex. ``cluster``: None uses the active cluster if any,
-    False runs here. Rows with no usable pixel stay, fully masked, and a ``SpectraWarning``
-    counts them. Raises ``MissingRedshiftError`` naming the target ids without a redshift.
+    spectrum's rest range at 5.5e-4 dex (for a store from files or a mock:
+    ``TRAINING_GRID``, 900-9800 Å). ``cluster`` (a ``ClusterSpec``): None uses the active
+    cluster if any, False runs here; a backend name, address or cluster name is connected
+    for the call and closed after it. Rows with no usable pixel stay, fully masked, and a
+    ``SpectraWarning`` counts them. Raises ``MissingRedshiftError`` naming the target ids
+    without a redshift.
     """
-    if not isinstance(spectra, Spectra):
-        raise ParameterError(f"preprocess needs a Spectra, got {type(spectra).__name__}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ParameterError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+    from labkit.spectra.mock import MockSource
+
+    if chunk_size is not None:
+        chunk_size = whole("chunk_size", chunk_size, 1)
+    is_files = isinstance(spectra, (str, os.PathLike, list, tuple))
+    if not isinstance(spectra, (Spectra, MockSource)) and not is_files:
+        raise ParameterError(
+            "preprocess needs a Spectra, a mock_source(...) or survey files, got "
+            f"{type(spectra).__name__}"
+        )
+    if redshifts is not None and not is_files:
+        raise ParameterError("redshifts= goes with survey files; join them with read() first")
+    with using_cluster(cluster) as chosen:
+        return _preprocess(
+            spectra, grid, chosen, out, redshifts, overwrite, chunk_rows, chunk_size, progress
+        )
+
+
+def _preprocess(
+    spectra: Any,
+    grid: Any,
+    cluster: Cluster | None,
+    out: str | os.PathLike | None,
+    redshifts: Any,
+    overwrite: bool,
+    chunk_rows: int | None,
+    chunk_size: int | None,
+    progress: bool,
+) -> Any:
+    from labkit.spectra.mock import MockSource
+
+    if out is None:
+        if isinstance(spectra, MockSource):
+            spectra = spectra.rows(0, len(spectra))
+        elif isinstance(spectra, (str, os.PathLike, list, tuple)):
+            from labkit.spectra.io import read
+
+            here = cluster if cluster is not None else False
+            spectra = read(spectra, redshifts, cluster=here, progress=progress)
+        return _preprocess_in_memory(spectra, grid, cluster, chunk_size, progress)
+    if isinstance(spectra, Spectra):
+        _usable_redshifts(spectra)
+        grid = default_grid(spectra) if grid is None else _check_grid(grid)
+    else:
+        grid = TRAINING_GRID if grid is None else _check_grid(grid)
+    from labkit.spectra.to_store import preprocess_to_store
+
+    return preprocess_to_store(
+        spectra,
+        out,
+        grid,
+        cluster,
+        redshifts=redshifts,
+        chunk_rows=chunk_rows,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def _preprocess_in_memory(
+    spectra: Spectra, grid: Any, cluster: Cluster | None, chunk_size: int | None, progress: bool
+) -> Spectra:
     _usable_redshifts(spectra)  # refuse before any work is sent anywhere
     grid = default_grid(spectra) if grid is None else _check_grid(grid)
     n = len(spectra)
-    cluster = resolve_cluster(cluster)
     slots = _slots(cluster)
     size = chunk_size or _chunk_size(n, spectra.n_pixels, slots)
     flux = np.zeros((n, grid.size), dtype=np.float32)
@@ -323,7 +401,7 @@ def preprocess(
             f"{empty} of {n} spectra have no usable pixel on the rest-frame grid (all masked, "
             "ivar 0, or outside its range); they stay in place, fully masked",
             SpectraWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return Spectra._trusted(
         grid, flux, ivar, mask, meta, flux_unit=u.dimensionless_unscaled, frame="rest"

@@ -20,8 +20,9 @@ from astropy.table import Table
 
 from labkit.errors import SpectraError, SpectraFileError
 from labkit.spectra.container import FLUX_UNIT, Spectra
+from labkit.spectra.formats import SpectraFormat, prepare_folder, register_format
 from labkit.spectra.grids import SDSS_DLOG
-from labkit.spectra.truth import TRUTH_HDU, join_truth, truth_hdu
+from labkit.spectra.mock.truth import TRUTH_HDU, join_truth, truth_hdu
 
 BUNIT = "1E-17 erg/cm^2/s/Ang"
 MASK_BIT = 1 << 24  # NODATA in SDSS's SPPIXMASK bits
@@ -232,3 +233,20 @@ def _value(meta: Table, name: str, i: int, default):
     if name not in meta.colnames or np.ma.is_masked(meta[name][i]):
         return default
     return meta[name][i]
+
+
+def write_sdss_folder(spectra: Spectra, folder: Path, overwrite: bool = False) -> list[Path]:
+    """A folder that holds no FITS files yet gets one spec-lite file per spectrum."""
+    prepare_folder(folder, overwrite)
+    return write_sdss(spectra, folder, overwrite)
+
+
+register_format(
+    SpectraFormat(
+        name="sdss",
+        identify=looks_like_sdss,
+        read=read_sdss,
+        write=write_sdss_folder,
+        looks_for="an SDSS spec-lite file (COADD with flux, loglam, ivar)",
+    )
+)

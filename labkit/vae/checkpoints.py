@@ -8,7 +8,9 @@ Layout (all written by the process that called ``train``, whatever backend train
     model.pt           the final model (best epoch, with anomaly statistics): SpectrumVAE.load
 
 Only the latest epoch and the best one are kept; files are replaced atomically, so an
-interruption at any moment leaves a readable checkpoint behind.
+interruption at any moment leaves a readable checkpoint behind. This module knows files, not
+models: it hands out model payloads, and ``SpectrumVAE.from_payload`` builds the model (so
+``model`` imports ``checkpoints``, never the other way round).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from labkit.errors import CheckpointError
-from labkit.vae.model import SpectrumVAE, read_payload
+
+if TYPE_CHECKING:
+    from labkit.vae.model import SpectrumVAE
 
 EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
 MODEL_FILE = "model.pt"
@@ -110,26 +115,37 @@ class CheckpointStore:
             raise CheckpointError(f"{path} is not a labkit training checkpoint")
         return state
 
-    def best_model(self, map_location: str = "cpu") -> SpectrumVAE:
-        """The model of the best epoch so far (the latest when none is marked best)."""
+    def best_payload(self) -> tuple[Any, str]:
+        """(model payload, its file) of the best epoch so far (the latest when none is best)."""
         latest = self.latest_state()
         best = latest.get("best_epoch") or latest["epoch"]
         state = self.read_state(best) if best in self.epochs() else latest
-        return SpectrumVAE.from_payload(state["model"], str(self.epoch_path(best))).to(map_location)
+        return state["model"], str(self.epoch_path(best))
 
     def write_model(self, model: SpectrumVAE) -> Path:
         return model.save(self.path / MODEL_FILE)
 
-    def load_model(self, map_location: str = "cpu") -> SpectrumVAE:
-        """The final model, or the best epoch's when the run did not finish."""
+    def model_payload(self, map_location: str = "cpu") -> tuple[Any, str]:
+        """(payload, its file) of the final model, or the best epoch's when the run did not
+        finish."""
         final = self.path / MODEL_FILE
         if final.exists():
-            return SpectrumVAE.from_payload(read_payload(final, map_location), str(final)).to(
-                map_location
-            )
+            return read_payload(final, map_location), str(final)
         if self.epochs():
-            return self.best_model(map_location)
+            return self.best_payload()
         raise CheckpointError(f"{self.path} holds no model: neither {MODEL_FILE} nor epoch files")
+
+
+def read_payload(path: Path, map_location: str = "cpu") -> Any:
+    """``torch.load`` with safe unpickling, turning every failure into ``CheckpointError``."""
+    if not path.exists():
+        raise CheckpointError(f"no model checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
+        raise CheckpointError(
+            f"cannot read the model checkpoint {path}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from labkit.checks import whole
 from labkit.errors import ParameterError
 
 ENCODERS = ("mlp", "conv")
@@ -150,10 +151,7 @@ class TrainConfig:
 
 
 def _whole(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(
-            f"TrainConfig.{name} must be a whole number >= {minimum}, got {value!r}"
-        )
+    whole(f"TrainConfig.{name}", value, minimum)
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> None:

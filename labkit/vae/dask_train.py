@@ -1,7 +1,8 @@
 """Training on a Dask cluster: the whole epoch loop runs as one task on one worker.
 
 Dask has no data-parallel trainer, so the cluster lends a worker (and its threads or GPU).
-The spectra are scattered to it; after every epoch the task scatters the packed training state
+In-memory spectra are scattered to it; a store travels as its path and the worker reads its
+chunks itself; after every epoch the task scatters the packed training state
 and puts its future on a ``distributed.Queue``, so the calling process fetches each checkpoint
 straight from the worker and writes it locally. A ``distributed.Event`` carries stop requests.
 """
@@ -13,12 +14,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from labkit.errors import TrainingError
 from labkit.vae.config import TrainConfig
+from labkit.vae.data import ChunkSource
 from labkit.vae.job import TrainJob
 
 POLL_SECONDS = 0.2
@@ -26,8 +29,7 @@ STOP_GRACE_SECONDS = 120.0
 
 
 def _task(
-    flux: np.ndarray,
-    weight: np.ndarray,
+    source: ChunkSource,
     train_index: np.ndarray,
     val_index: np.ndarray,
     config_dict: dict[str, Any],
@@ -54,8 +56,7 @@ def _task(
 
     try:
         loop.fit(
-            flux,
-            weight,
+            source,
             train_index,
             val_index,
             config,
@@ -74,19 +75,19 @@ def run_on_dask(
     emit: Callable[[dict[str, Any]], None],
     stop: threading.Event,
     cluster,
+    workdir: Path | None = None,
 ) -> None:
-    """Train ``job`` on one worker of ``cluster``; blocks until it ends."""
+    """Train ``job`` on one worker of ``cluster``; blocks until it ends (``workdir`` unused)."""
     from distributed import Event, Queue
 
     client = cluster.client
     name = f"labkit-vae-{uuid.uuid4().hex[:8]}"
     queue = Queue(f"{name}-reports", client=client)
     remote_stop = Event(f"{name}-stop", client=client)
-    flux, weight = client.scatter([job.flux, job.weight], direct=True, hash=False)
+    [source] = client.scatter([job.source], direct=True, hash=False)
     future = client.submit(
         _task,
-        flux,
-        weight,
+        source,
         job.train_index,
         job.val_index,
         job.config.to_dict(),
@@ -114,8 +115,7 @@ def run_on_dask(
         future.cancel()
         raise
     finally:
-        for ref in (flux, weight):
-            ref.release()
+        source.release()
         queue.close()
     if error is not None:
         raise TrainingError(

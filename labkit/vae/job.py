@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from labkit.vae.config import TrainConfig
+from labkit.vae.data import ChunkSource
 
 
 @dataclass
 class TrainJob:
-    """Spectra as plain arrays, the split, the config, and the packed starting state."""
+    """The data (in-memory arrays, or a store's path), the split, the config, the start state."""
 
-    flux: np.ndarray  # (N, P) float32, 0 where masked
-    weight: np.ndarray  # (N, P) float32, ivar where usable else 0
+    source: ChunkSource  # ArraySource pickles its arrays, StoreSource only the store's path
     train_index: np.ndarray
     val_index: np.ndarray
     config: TrainConfig

@@ -5,28 +5,41 @@ bookkeeping) and after every epoch hands the next state, packed as bytes, to ``e
 caller writes it as that epoch's checkpoint. Shuffling and the VAE's sampling noise come from
 generators seeded by (seed, epoch, rank), so a resumed run repeats exactly what an
 uninterrupted one would have done.
+
+The data come from a ``ChunkSource`` (in-memory arrays or a store, the same rule for both):
+each epoch the chunk order is permuted (seeded by (seed, epoch)), each rank reads its share of
+the chunks in that order with bounded prefetch, and the training rows of every
+``SHUFFLE_CHUNKS`` chunks are pooled, shuffled and cut into batches. Validation rows are read
+once and kept on the device, at most ``VAL_RESIDENT_BYTES`` of them (a bounded sample of a
+larger validation set).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from labkit.vae.config import TrainConfig
+from labkit.vae.data import ChunkSource, Prefetch, batches, rows_by_chunk
 from labkit.vae.losses import kl_schedule, negative_elbo
 from labkit.vae.model import SpectrumVAE
 
 # relative improvement of the monitored loss that counts as progress for early stopping
 MIN_IMPROVEMENT = 1e-4
-# move the whole data set to the GPU when it is smaller than this
-DEVICE_RESIDENT_BYTES = 4 * 1024**3
+# validation rows are read once and kept on the device, up to this many bytes (~17k spectra
+# at ~1900 pixels: a 170k-spectrum survey at val_fraction=0.1). A larger validation set is
+# measured on that many of its rows, taken from whole chunks in a seeded order: re-reading
+# every chunk after each epoch (the rows are spread over all of them) doubled the reads of
+# an epoch at 1.6M spectra, and the loss of 17k spectra is already known to ~1e-3.
+VAL_RESIDENT_BYTES = 256 * 1024**2
+VAL_BATCH = 1024
 LR_FLOOR = 0.05
 
 Report = dict[str, Any]
@@ -81,8 +94,7 @@ class _Sum:
 
 
 def fit(
-    flux: np.ndarray,
-    weight: np.ndarray,
+    source: ChunkSource,
     train_index: np.ndarray,
     val_index: np.ndarray,
     config: TrainConfig,
@@ -99,8 +111,8 @@ def fit(
 
     Rank 0 calls ``emit({"record", "best_epoch", "state"})`` after each epoch, ``state`` being
     the packed training state. With ``world > 1`` each rank trains on its own shard of the
-    training spectra and ``wrap`` makes the model data-parallel (DDP); losses and the stop
-    decision are agreed across ranks.
+    chunks (all ranks doing the same number of steps) and ``wrap`` makes the model
+    data-parallel (DDP); losses and the stop decision are agreed across ranks.
     """
     device = torch.device(device)
     model = SpectrumVAE.from_payload(state["model"], "training state").to(device)
@@ -108,12 +120,12 @@ def fit(
     if state.get("optimizer"):
         optimizer.load_state_dict(state["optimizer"])
     net = wrap(model) if wrap is not None else model
-    flux_t, weight_t = _resident(flux, weight, device)
     history = list(state["history"])
     best_epoch, best_loss = state["best_epoch"], state["best_loss"]
     bad_epochs = state["bad_epochs"]
-    train_index = torch.as_tensor(train_index, dtype=torch.long)
-    val_shard = torch.as_tensor(np.array_split(val_index, world)[rank], dtype=torch.long)
+    train_rows = rows_by_chunk(train_index, source)
+    val_plan = shard_rows(rows_by_chunk(val_index, source), rank, world)
+    validation = _Validation(source, bounded(val_plan, source.n_pixels, config.seed), device)
 
     epoch = state["epoch"]
     while not finished({"epoch": epoch, "bad_epochs": bad_epochs}, config):
@@ -124,21 +136,23 @@ def fit(
         beta = kl_schedule(epoch, config.kl_warmup, config.kl_weight)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(epoch, config)
-        shard = _shard(train_index, _generator(config.seed, epoch), rank, world)
+        plans = [epoch_plan(train_rows, config.seed, epoch, r, world) for r in range(world)]
+        steps = min(-(-sum(len(rows) for _, rows in plan) // config.batch_size) for plan in plans)
+        shuffle = _generator(config.seed, epoch, rank, 2)
         noise = _generator(config.seed, epoch, rank, 1)
         net.train()
         train_sum = _Sum(device)
-        for start in range(0, len(shard), config.batch_size):
-            rows = shard[start : start + config.batch_size]
-            f, w = flux_t[rows].to(device, non_blocking=True), weight_t[rows].to(device)
-            eps = torch.randn(len(rows), model.latent_dim, generator=noise).to(device)
-            recon, mu, logvar = net(f, w, eps)
-            loss, pixels = negative_elbo(recon, mu, logvar, f, w, beta)
-            optimizer.zero_grad(set_to_none=True)
-            (loss / pixels.clamp(min=1)).backward()
-            optimizer.step()
-            train_sum.add(loss, pixels)
-        val_sum = _validate(model, flux_t, weight_t, val_shard, config, beta, device)
+        with Prefetch(source.take, plans[rank]) as parts:
+            for f, w in itertools.islice(batches(parts, config.batch_size, shuffle), steps):
+                f, w = _tensor(f, device), _tensor(w, device)
+                eps = torch.randn(len(f), model.latent_dim, generator=noise).to(device)
+                recon, mu, logvar = net(f, w, eps)
+                loss, pixels = negative_elbo(recon, mu, logvar, f, w, beta)
+                optimizer.zero_grad(set_to_none=True)
+                (loss / pixels.clamp(min=1)).backward()
+                optimizer.step()
+                train_sum.add(loss, pixels)
+        val_sum = _validate(model, validation, config, beta, device)
         totals = torch.cat([train_sum.values, val_sum.values])
         if world > 1:
             torch.distributed.all_reduce(totals)
@@ -173,6 +187,76 @@ def fit(
             emit({"record": record, "best_epoch": best_epoch, "state": packed})
 
 
+Plan = list[tuple[int, np.ndarray]]  # (chunk, rows within it), in reading order
+
+
+def _few_chunks(n_chunks: int, world: int) -> bool:
+    """Too few chunks to shard them among ranks: each rank then reads all, takes some rows."""
+    return world > 1 and n_chunks < 2 * world
+
+
+def epoch_plan(train_rows: list[np.ndarray], seed: int, epoch: int, rank: int, world: int) -> Plan:
+    """The chunks rank ``rank`` reads in ``epoch``, in order, with the training rows of each.
+
+    The chunk order is a permutation seeded by (seed, epoch), shared by all ranks; rank r
+    reads every world-th chunk of it from the r-th on. With fewer than two chunks per rank
+    (tiny data) every rank reads all of them and takes its own share of each chunk's rows.
+    """
+    order = torch.randperm(len(train_rows), generator=_generator(seed, epoch)).tolist()
+    if not _few_chunks(len(train_rows), world):
+        return [(k, train_rows[k]) for k in order[rank::world]]
+    split = _generator(seed, epoch, 3)  # the same on every rank: the shares are disjoint
+    plan = []
+    for k in order:
+        rows = train_rows[k][torch.randperm(len(train_rows[k]), generator=split).numpy()]
+        plan.append((k, rows[rank::world]))
+    return plan
+
+
+def shard_rows(rows: list[np.ndarray], rank: int, world: int) -> Plan:
+    """This rank's fixed share of per-chunk rows (validation): its chunks, or its rows of all."""
+    if _few_chunks(len(rows), world):
+        return [(k, r[rank::world]) for k, r in enumerate(rows) if len(r[rank::world])]
+    return [(k, rows[k]) for k in range(rank, len(rows), world) if len(rows[k])]
+
+
+def bounded(plan: Plan, n_pixels: int, seed: int, limit: int | None = None) -> Plan:
+    """Whole chunks of ``plan``, in a seeded order, whose rows fit in ``limit`` bytes
+    (``VAL_RESIDENT_BYTES``); the last one taken may be cut."""
+    limit = VAL_RESIDENT_BYTES if limit is None else limit
+    capacity = max(1, limit // (n_pixels * 8))  # flux and weight, float32
+    if sum(len(rows) for _, rows in plan) <= capacity:
+        return plan
+    order = np.random.default_rng([seed, 23]).permutation(len(plan))
+    kept, total = [], 0
+    for i in order:
+        chunk, rows = plan[i]
+        rows = rows[: capacity - total]
+        if not len(rows):
+            break
+        kept.append((chunk, rows))
+        total += len(rows)
+    return sorted(kept, key=lambda item: item[0])
+
+
+class _Validation:
+    """This rank's validation rows, read once and kept on the device as batches."""
+
+    def __init__(self, source: ChunkSource, plan: Plan, device: torch.device):
+        self.rows = sum(len(rows) for _, rows in plan)
+        with Prefetch(source.take, plan) as parts:
+            self.resident = [
+                (_tensor(f, device), _tensor(w, device)) for f, w in batches(parts, VAL_BATCH)
+            ]
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.resident)
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
 def _optimizer(model: SpectrumVAE, config: TrainConfig) -> torch.optim.Adam:
     """Adam, with weight decay on the networks only: the linear paths hold the principal
     components the model starts from, and shrinking them would only blur that fit."""
@@ -193,37 +277,10 @@ def learning_rate(epoch: int, config: TrainConfig) -> float:
     return config.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _resident(
-    flux: np.ndarray, weight: np.ndarray, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    with warnings.catch_warnings():
-        # arrays from Ray's object store are read-only; training only ever reads them
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        flux_t, weight_t = torch.from_numpy(flux), torch.from_numpy(weight)
-    if device.type == "cuda" and flux.nbytes + weight.nbytes < DEVICE_RESIDENT_BYTES:
-        return flux_t.to(device), weight_t.to(device)
-    if device.type == "cuda":
-        return flux_t.pin_memory(), weight_t.pin_memory()
-    return flux_t, weight_t
-
-
-def _shard(index: torch.Tensor, generator: torch.Generator, rank: int, world: int) -> torch.Tensor:
-    """This rank's part of a shuffled epoch; every rank gets the same number of spectra."""
-    order = index[torch.randperm(len(index), generator=generator)]
-    if world == 1:
-        return order
-    per_rank = max(1, len(order) // world)
-    if len(order) < world:  # tiny data: wrap around so no rank is idle (DDP needs all)
-        order = order.repeat(world)
-    return order[rank * per_rank : (rank + 1) * per_rank]
-
-
 @torch.no_grad()
 def _validate(
     model: SpectrumVAE,
-    flux_t: torch.Tensor,
-    weight_t: torch.Tensor,
-    rows_all: torch.Tensor,
+    validation: _Validation,
     config: TrainConfig,
     beta: float,
     device: torch.device,
@@ -232,10 +289,8 @@ def _validate(
     noise = _generator(config.seed, 0, 7)
     model.eval()
     total = _Sum(device)
-    for start in range(0, len(rows_all), 1024):
-        rows = rows_all[start : start + 1024]
-        f, w = flux_t[rows].to(device), weight_t[rows].to(device)
-        eps = torch.randn(len(rows), model.latent_dim, generator=noise).to(device)
+    for f, w in validation.batches():
+        eps = torch.randn(len(f), model.latent_dim, generator=noise).to(device)
         recon, mu, logvar = model(f, w, eps)
         loss, pixels = negative_elbo(recon, mu, logvar, f, w, beta)
         total.add(loss, pixels)

@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from labkit.errors import CheckpointError
+from labkit.spectra.store import is_store
 from labkit.vae.anomaly import TrainingPopulation, local_misfit
+from labkit.vae.checkpoints import CheckpointStore, read_payload
 from labkit.vae.data import TrainingArrays, training_arrays
 from labkit.vae.losses import chi2_per_spectrum
 
@@ -27,8 +30,11 @@ FORMAT = "labkit.SpectrumVAE"
 FORMAT_VERSION = 2
 GRID_RTOL = 1e-6
 LOGVAR_RANGE = (-12.0, 8.0)
-REFINE_STEPS = 100  # gradient steps that refine latents before reconstructing (0: encoder only)
-REFINE_LR = 0.05
+# Gauss-Newton steps that refine latents before reconstructing (0: the encoder's guess alone);
+# the first computes the decoder's Jacobian, later ones reuse its Hessian with a fresh gradient.
+# One step costs ~4 training steps per spectrum; each further one about one more.
+REFINE_STEPS = 1
+REFINE_HALVINGS = 3  # times a step that does not lower the objective is halved before skipping it
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -227,26 +233,41 @@ class SpectrumVAE(nn.Module):
                 "(labkit.spectra.preprocess(spectra, grid=model.wave.numpy()))"
             )
 
-    def _batches(self, arrays: TrainingArrays, batch_size: int):
+    def _batches(
+        self, arrays: TrainingArrays, batch_size: int, progress: bool = False, desc: str = ""
+    ):
+        """(flux, weight) tensors per batch, with a progress bar over spectra if asked.
+
+        Ctrl-C stops between batches (the bar closes, KeyboardInterrupt goes on up).
+        """
         device = self.device
-        for start in range(0, len(arrays), batch_size):
-            stop = start + batch_size
-            flux = torch.from_numpy(arrays.flux[start:stop]).to(device)
-            weight = torch.from_numpy(arrays.weight[start:stop]).to(device)
-            yield flux, weight
+        with tqdm(total=len(arrays), desc=desc, unit="spectrum", disable=not progress) as bar:
+            for start in range(0, len(arrays), batch_size):
+                stop = start + batch_size
+                flux = torch.from_numpy(arrays.flux[start:stop]).to(device)
+                weight = torch.from_numpy(arrays.weight[start:stop]).to(device)
+                yield flux, weight
+                bar.update(len(flux))
 
     @torch.no_grad()
-    def encode(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
-        """Posterior means, N × latent_dim float32."""
-        arrays = self._arrays(spectra)
-        return self._encode(arrays, batch_size)
+    def encode(self, spectra: Any, batch_size: int = 1024, progress: bool = True) -> np.ndarray:
+        """Posterior means, N × latent_dim float32 (a store: chunk by chunk on the active
+        cluster)."""
+        if is_store(spectra):
+            from labkit.vae.store_scoring import encode_store
 
-    def _encode(self, arrays: TrainingArrays, batch_size: int = 1024) -> np.ndarray:
+            return encode_store(self, spectra, progress=progress)
+        arrays = self._arrays(spectra)
+        return self._encode(arrays, batch_size, progress)
+
+    def _encode(
+        self, arrays: TrainingArrays, batch_size: int = 1024, progress: bool = False
+    ) -> np.ndarray:
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                batches = self._batches(arrays, batch_size)
+                batches = self._batches(arrays, batch_size, progress, "encode")
                 parts = [self.posterior(f, w)[0].cpu() for f, w in batches]
         finally:
             self.train(was_training)
@@ -268,55 +289,107 @@ class SpectrumVAE(nn.Module):
         return torch.cat(parts).numpy().astype(np.float32)
 
     @torch.no_grad()
-    def reconstruct(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
-        """Model flux at the posterior mean of each spectrum (N × P float32)."""
+    def reconstruct(
+        self, spectra: Any, batch_size: int = 1024, progress: bool = True
+    ) -> np.ndarray:
+        """Model flux at each spectrum's best-fit latents (N × P float32)."""
         arrays = self._arrays(spectra)
         parts = []
-        for flux, weight in self._batches(arrays, batch_size):
+        for flux, weight in self._batches(arrays, batch_size, progress, "reconstruct"):
             parts.append(self.decode_tensor(self.best_fit_latents(flux, weight)).cpu())
         return torch.cat(parts).numpy().astype(np.float32)
 
     @torch.no_grad()
-    def chi2_per_pixel(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
+    def chi2_per_pixel(
+        self, spectra: Any, batch_size: int = 1024, progress: bool = True
+    ) -> np.ndarray:
         """Reconstruction χ² per usable pixel of each spectrum (NaN for fully masked ones)."""
         arrays = self._arrays(spectra)
-        return self._chi2_per_pixel(arrays, batch_size)[0]
+        return self._fit_statistics(arrays, batch_size, progress=progress, desc="χ²")[0]
 
     def best_fit_latents(
-        self, flux: torch.Tensor, weight: torch.Tensor, steps: int | None = None
+        self,
+        flux: torch.Tensor,
+        weight: torch.Tensor,
+        steps: int | None = None,
+        start: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Latents that fit each spectrum best: the posterior mean, refined by gradient steps.
+        """Latents that fit each spectrum best: the posterior mean, refined by Gauss-Newton steps.
 
-        The encoder's guess is one forward pass (amortised); ``steps`` Adam steps on
-        χ²/2 + |z|²/2 per spectrum (the MAP under the prior, decoder fixed) close the gap
-        between that guess and the best the decoder can do, as a PCA fit does for its basis.
+        The encoder's guess is one forward pass (amortised); ``steps`` steps on χ²/2 + |z|²/2
+        per spectrum (the MAP under the prior, decoder fixed) close the gap between that guess
+        and the best the decoder can do, as a PCA fit does for its basis. The first step solves
+        (JᵀWJ + 1) δ = −∇ with J the decoder's P × latent Jacobian; later steps reuse that
+        16 × 16 Hessian with a fresh gradient (a Jacobian costs ~16 gradients). A step that does
+        not lower a spectrum's objective is halved, then skipped: it never rises. ``start``
+        is the posterior mean when the caller has it already.
         """
         steps = self.refine_steps if steps is None else steps
         with torch.no_grad():
-            mu, _ = self.posterior(flux, weight)
-        if steps <= 0:
-            return mu
-        z = mu.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=REFINE_LR)
-        best_z, best = mu.clone(), torch.full((len(mu),), float("inf"), device=mu.device)
-        with torch.enable_grad():
-            for _ in range(steps + 1):
-                objective = 0.5 * chi2_per_spectrum(self.decode_tensor(z), flux, weight)
-                objective = objective + 0.5 * z.pow(2).sum(dim=1)
-                with torch.no_grad():
-                    better = objective < best
-                    best = torch.where(better, objective, best)
-                    best_z[better] = z[better]
-                (grad,) = torch.autograd.grad(objective.sum(), z)
-                z.grad = grad
-                optimizer.step()
-        return best_z.detach()
+            z = self.posterior(flux, weight)[0] if start is None else start
+            if steps <= 0:
+                return z
+            residual = flux - self.decode_tensor(z)
+            best = 0.5 * (weight * residual**2).sum(dim=1) + 0.5 * z.pow(2).sum(dim=1)
+            jac = self.decoder_jacobian(z, weight.sqrt())  # √W J
+            eye = torch.eye(self.latent_dim, dtype=torch.float64, device=z.device)
+            hessian = torch.linalg.cholesky((jac.transpose(1, 2) @ jac).double() + eye)
+            # the gradient at the encoder's guess comes with the Jacobian: z − Jᵀ W r
+            grad = z - (jac.transpose(1, 2) @ (weight.sqrt() * residual).unsqueeze(2)).squeeze(2)
+            for index in range(steps):
+                if index > 0:
+                    with torch.enable_grad():
+                        z_grad = z.clone().requires_grad_(True)
+                        objective = self._map_objective(z_grad, flux, weight)
+                        (grad,) = torch.autograd.grad(objective.sum(), z_grad)
+                step = -torch.cholesky_solve(grad.double().unsqueeze(2), hessian).squeeze(2)
+                z, best = self._line_search(z, step.to(z.dtype), best, flux, weight)
+        return z
 
-    def _chi2_per_pixel(
-        self, arrays: TrainingArrays, batch_size: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray]:
-        chi2, _, latents, _ = self._fit_statistics(arrays, batch_size)
-        return chi2, latents
+    def _map_objective(
+        self, z: torch.Tensor, flux: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """χ²/2 + |z|²/2 per spectrum: what ``best_fit_latents`` minimises."""
+        chi2 = chi2_per_spectrum(self.decode_tensor(z), flux, weight)
+        return 0.5 * chi2 + 0.5 * z.pow(2).sum(dim=1)
+
+    def _line_search(
+        self,
+        z: torch.Tensor,
+        step: torch.Tensor,
+        best: torch.Tensor,
+        flux: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Take ``step`` from ``z`` where it lowers the objective, else half of it, and so on."""
+        pending = torch.ones_like(best, dtype=torch.bool)
+        for _ in range(REFINE_HALVINGS + 1):
+            candidate = z + step
+            objective = self._map_objective(candidate, flux, weight)
+            better = pending & (objective < best)
+            z = torch.where(better[:, None], candidate, z)
+            best = torch.where(better, objective, best)
+            pending &= ~better
+            if not pending.any():
+                break
+            step = 0.5 * step
+        return z, best
+
+    def decoder_jacobian(self, z: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """d decode / dz at each latent vector: N × P × latent_dim, rows times ``scale`` (N × P).
+
+        Forward-mode through the decoder's Linear and LeakyReLU layers, plus the linear path.
+        """
+        hidden = z
+        jac = torch.eye(self.latent_dim, dtype=z.dtype, device=z.device).expand(len(z), -1, -1)
+        for layer in self.decoder.modules():
+            if isinstance(layer, nn.Linear):
+                hidden, jac = layer(hidden), layer.weight @ jac
+            elif isinstance(layer, nn.LeakyReLU):
+                slope = torch.where(hidden > 0, 1.0, layer.negative_slope)
+                hidden, jac = layer(hidden), slope.unsqueeze(2) * jac
+        rows = self.flux_std if scale is None else self.flux_std * scale
+        return (jac + self.decoder_linear.weight) * rows.unsqueeze(-1)
 
     def _fit_statistics(
         self,
@@ -324,13 +397,18 @@ class SpectrumVAE(nn.Module):
         batch_size: int = 1024,
         excess: torch.Tensor | None = None,
         latents_given: np.ndarray | None = None,
+        progress: bool = False,
+        desc: str = "",
+        means: list[torch.Tensor] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per spectrum: χ²/pixel, χ²/pixel under the learned model-error floor, latents, and
         the worst local misfit under that floor (``local_misfit``).
 
         With ``excess`` (P,) given, its running sums of (residual² − noise variance) per pixel
         are accumulated into it (row 0: sums, row 1: counts) — how ``fit_population`` learns
-        where the model typically misfits. ``latents_given`` skips the latent fit.
+        where the model typically misfits. ``latents_given`` skips the latent fit. ``progress``
+        shows a bar over spectra. ``means`` collects each batch's posterior means (what
+        ``encode`` gives), from the encoder pass the latent fit starts from anyway.
         """
         was_training = self.training
         self.eval()
@@ -338,9 +416,13 @@ class SpectrumVAE(nn.Module):
         chi2, chi2_floor, latents, local = [], [], [], []
         try:
             with torch.no_grad():
-                for batch, (flux, weight) in enumerate(self._batches(arrays, batch_size)):
+                batches = self._batches(arrays, batch_size, progress, desc)
+                for batch, (flux, weight) in enumerate(batches):
                     if latents_given is None:
-                        mu = self.best_fit_latents(flux, weight)
+                        start = self.posterior(flux, weight)[0]
+                        if means is not None:
+                            means.append(start.cpu())
+                        mu = self.best_fit_latents(flux, weight, start=start)
                     else:
                         given = latents_given[batch * batch_size : (batch + 1) * batch_size]
                         mu = torch.from_numpy(given).to(self.device)
@@ -362,7 +444,9 @@ class SpectrumVAE(nn.Module):
         return tuple(torch.cat(parts).numpy() for parts in (chi2, chi2_floor, latents, local))
 
     @torch.no_grad()
-    def anomaly_score(self, spectra: Any, batch_size: int = 1024) -> np.ndarray:
+    def anomaly_score(
+        self, spectra: Any, batch_size: int = 1024, progress: bool = True
+    ) -> np.ndarray:
         """One float per spectrum, higher = stranger (NaN for spectra with no usable pixel).
 
         Combines how badly the model reconstructs a spectrum, how badly it misses its worst
@@ -373,10 +457,27 @@ class SpectrumVAE(nn.Module):
         spectra, so pixels the model never gets right (strong-line cores) do not drown out
         misfits where the population is well understood. Nothing here knows the kinds of
         anomaly a survey holds: anything the learned population does not explain scores high.
+        A store is scored chunk by chunk on the active cluster.
         """
+        if is_store(spectra):
+            from labkit.vae.store_scoring import score_store
+
+            return score_store(self, spectra, progress=progress)
         arrays = self._arrays(spectra)
-        _, chi2_floor, latents, local = self._fit_statistics(arrays, batch_size)
+        stats = self._fit_statistics(arrays, batch_size, progress=progress, desc="anomaly score")
+        _, chi2_floor, latents, local = stats
         return self.population.score(chi2_floor, latents, local)
+
+    @torch.no_grad()
+    def encode_and_score(
+        self, spectra: Any, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``encode(spectra)`` and ``anomaly_score(spectra)`` of in-memory spectra in one pass."""
+        arrays = self._arrays(spectra)
+        means: list[torch.Tensor] = []
+        _, chi2_floor, latents, local = self._fit_statistics(arrays, batch_size, means=means)
+        encoded = torch.cat(means).numpy().astype(np.float32)
+        return encoded, self.population.score(chi2_floor, latents, local)
 
     def fit_population(self, spectra: Any, batch_size: int = 1024) -> None:
         """Learn from training spectra what anomaly scores compare with.
@@ -437,11 +538,10 @@ class SpectrumVAE(nn.Module):
         A checkpoint directory gives its final model, or the best epoch so far when the run
         was interrupted.
         """
-        from labkit.vae.checkpoints import CheckpointStore
-
         path = Path(path)
         if path.is_dir():
-            return CheckpointStore(path).load_model(map_location)
+            payload, source = CheckpointStore(path).model_payload(map_location)
+            return cls.from_payload(payload, source).to(map_location)
         payload = read_payload(path, map_location)
         if isinstance(payload, dict) and "model" in payload and "format" not in payload:
             payload = payload["model"]  # a per-epoch training checkpoint
@@ -461,18 +561,6 @@ class SpectrumVAE(nn.Module):
                 + "); train afresh (resume=False) or use the checkpoint's settings"
             )
         self.check_grid(wave)
-
-
-def read_payload(path: Path, map_location: str = "cpu") -> Any:
-    """``torch.load`` with safe unpickling, turning every failure into ``CheckpointError``."""
-    if not path.exists():
-        raise CheckpointError(f"no model checkpoint at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a truncated or foreign file
-        raise CheckpointError(
-            f"cannot read the model checkpoint {path}: {type(exc).__name__}: {exc}"
-        ) from None
 
 
 def _describe(wave: np.ndarray) -> str:

@@ -1,10 +1,13 @@
 """Data-parallel training on a Ray cluster through Ray Train (``TorchTrainer`` + DDP).
 
-Each Ray Train worker reads the spectra from Ray's object store, trains on its own shard of
-every epoch, and DDP averages the gradients. Rank 0 sends each epoch's record and packed
-training state to a small channel actor; the calling process drains it, so checkpoints land in
-its own ``checkpoint_dir`` even when the workers run on other machines, and the loss curve
-updates live. A stop request travels the other way through the same actor.
+Each Ray Train worker reads its own shard of every epoch's chunks, and DDP averages the
+gradients: from a store, each worker opens it by its absolute path (so the store must be on a
+file system the workers share); in-memory arrays travel through Ray's object store. Rank 0
+sends each epoch's record and packed training state to a small channel actor; the calling
+process drains it, so checkpoints land in its own ``checkpoint_dir`` even when the workers run
+on other machines, and the loss curve updates live. A stop request travels the other way
+through the same actor. A worker or host lost mid-run: Ray Train starts the worker group
+again on the hosts left (``FailureConfig``), and it resumes from the last reported epoch.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labkit.errors import TrainingError
+from labkit.errors import LabkitError, TrainingError
 from labkit.vae.config import TrainConfig
 from labkit.vae.job import TrainJob
 
 POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 120.0
+MAX_FAILURES = 3  # worker groups Ray Train may restart (a lost worker or host) before giving up
 
 
 class _Channel:
@@ -30,9 +34,22 @@ class _Channel:
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
         self.stop = False
+        self.state: bytes | None = None  # the last epoch's packed state: where a restart resumes
+        self.failure: str | None = None
 
     def put(self, report: dict[str, Any]) -> None:
         self.reports.append(report)
+        self.state = report["state"]
+
+    def latest_state(self) -> bytes | None:
+        return self.state
+
+    def fail(self, reason: str) -> None:
+        """A rank met an error of labkit's own: no restart trains again, the caller raises it."""
+        self.failure = reason
+
+    def failed(self) -> str | None:
+        return self.failure
 
     def drain(self) -> list[dict[str, Any]]:
         reports, self.reports = self.reports, []
@@ -57,25 +74,35 @@ def _worker_loop(setup: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(setup["threads"])
-    flux, weight, state = ray.get([setup["flux"], setup["weight"], setup["state"]])
     channel = setup["channel"]
+    # A worker group that Ray Train restarted after losing a worker (or its host) goes on
+    # from the last epoch rank 0 reported, not from the start.
+    source, state, latest, failure = ray.get(
+        [setup["source"], setup["state"], channel.latest_state.remote(), channel.failed.remote()]
+    )
+    if failure is not None:  # restarted after an error of labkit's own: the caller raises it
+        return
+    state = latest if latest is not None else state
     config = TrainConfig.from_dict(setup["config"])
     device = ray.train.torch.get_device() if setup["use_gpu"] else torch.device("cpu")
 
-    loop.fit(
-        flux,
-        weight,
-        setup["train_index"],
-        setup["val_index"],
-        config,
-        loop.unpack(state),
-        device=device,
-        emit=lambda report: ray.get(channel.put.remote(report)),
-        should_stop=lambda: ray.get(channel.stop_requested.remote()),
-        rank=rank,
-        world=world,
-        wrap=ray.train.torch.prepare_model,
-    )
+    try:
+        loop.fit(
+            source,
+            setup["train_index"],
+            setup["val_index"],
+            config,
+            loop.unpack(state),
+            device=device,
+            emit=lambda report: ray.get(channel.put.remote(report)),
+            should_stop=lambda: ray.get(channel.stop_requested.remote()),
+            rank=rank,
+            world=world,
+            wrap=ray.train.torch.prepare_model,
+        )
+    except LabkitError as exc:  # bad data or settings: a restart would fail the same way
+        ray.get(channel.fail.remote(f"{type(exc).__name__}: {exc}"))
+        raise  # Ray Train tears the group down (no rank left waiting in a collective)
 
 
 def check_driver() -> None:
@@ -129,19 +156,24 @@ def run_on_ray(
     emit: Callable[[dict[str, Any]], None],
     stop: threading.Event,
     cluster,
-    storage: Path,
+    workdir: Path,
 ) -> None:
-    """Train ``job`` with ``config.num_workers`` Ray Train workers; blocks until it ends."""
+    """Train ``job`` with ``config.num_workers`` Ray Train workers; blocks until it ends.
+
+    Ray Train keeps its own run files under ``workdir/ray`` (the run's checkpoint folder).
+    """
     import ray
-    from ray.train import LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     check_driver()
     cpus, use_gpu, threads = placement(job.config, cluster)
-    channel = ray.remote(num_cpus=0)(_Channel).remote()
+    # on this process's node, so that losing another host never loses the channel
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    channel = ray.remote(num_cpus=0)(_Channel).options(scheduling_strategy=here).remote()
     setup = {
-        "flux": ray.put(job.flux),
-        "weight": ray.put(job.weight),
+        "source": ray.put(job.source),  # a StoreSource pickles as its path only
         "state": ray.put(job.state),
         "train_index": job.train_index,
         "val_index": job.val_index,
@@ -160,8 +192,9 @@ def run_on_ray(
         ),
         run_config=RunConfig(
             name=f"labkit-vae-{uuid.uuid4().hex[:8]}",
-            storage_path=str(storage.resolve()),
+            storage_path=str((workdir / "ray").resolve()),
             logging_config=LoggingConfig(log_level="WARNING"),
+            failure_config=FailureConfig(max_failures=MAX_FAILURES),
         ),
     )
     outcome: dict[str, BaseException] = {}
@@ -185,6 +218,7 @@ def run_on_ray(
             runner.join(POLL_SECONDS)
         for report in ray.get(channel.drain.remote()):
             emit(report)
+        failure = ray.get(channel.failed.remote())
     except KeyboardInterrupt:
         _stop_and_wait(channel, runner)
         raise
@@ -192,6 +226,8 @@ def run_on_ray(
         ray.kill(channel)
     if "error" in outcome:
         raise TrainingError(f"Ray Train failed: {_reason(outcome['error'])}") from outcome["error"]
+    if failure is not None:
+        raise TrainingError(f"Ray Train failed: {failure}")
 
 
 def _stop_and_wait(channel, runner: threading.Thread) -> None:

@@ -16,17 +16,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit.clusters import Cluster, resolve_cluster
-from labkit.errors import NotConnectedError, ParameterError
+from labkit.clusters import Cluster, ClusterSpec, using_cluster
+from labkit.errors import ParameterError
 from labkit.vae import loop
 from labkit.vae.checkpoints import CheckpointStore, latest_run_dir, new_run_dir
 from labkit.vae.config import TrainConfig
-from labkit.vae.data import TrainingArrays, pixel_statistics, split_indices, training_arrays
+from labkit.vae.data import (
+    SAMPLE_ROWS,
+    ChunkSource,
+    chunk_source,
+    pixel_statistics,
+    sample,
+    split_indices,
+)
 from labkit.vae.job import TrainJob
 from labkit.vae.model import SpectrumVAE
+from labkit.vae.trainers import IN_PROCESS, trainer
 
-IN_PROCESS = "in-process"
-POPULATION_SAMPLE = 4000  # training spectra the anomaly statistics are fitted on
+POPULATION_SAMPLE = 4000  # training spectra the anomaly statistics (and the PCA start) use
 
 
 @dataclass
@@ -53,7 +60,7 @@ class TrainResult:
 def train(
     spectra: Any,
     config: TrainConfig | None = None,
-    cluster: Cluster | str | bool | None = None,
+    cluster: ClusterSpec = None,
     resume: bool = False,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
@@ -62,9 +69,13 @@ def train(
 ) -> TrainResult:
     """Train a ``SpectrumVAE`` on preprocessed (rest-frame, one log-λ grid) spectra.
 
-    ``cluster``: a ``Cluster`` (Ray: Ray Train with ``config.num_workers`` DDP workers; Dask:
-    the loop runs on one worker), ``"in-process"`` or ``False`` (here, even when a cluster is
-    attached), or ``None`` for the active cluster if any, else in-process.
+    ``spectra``: a ``Spectra`` in memory or a ``SpectraStore`` (``preprocess(..., out=...)``),
+    which is read chunk by chunk, never whole: here, on each Ray Train worker (its own shard
+    of chunks) or on the Dask worker. The same seed trains the same model from either.
+    ``cluster`` (a ``ClusterSpec``): a ``Cluster`` (Ray: Ray Train with ``config.num_workers``
+    DDP workers; Dask: the loop runs on one worker), ``"in-process"`` or ``False`` (here, even
+    when a cluster is attached), ``None`` for the active cluster if any, else in-process, or a
+    backend name, address or cluster name (connected for this run and closed after it).
     ``checkpoint_dir`` (default: a new ``./vae-checkpoints/run-*``) receives a checkpoint
     after every epoch; ``resume=True`` continues from its latest one (default: the
     newest run under ``./vae-checkpoints``). ``callback(record)`` sees each epoch's record;
@@ -77,28 +88,43 @@ def train(
         raise ParameterError(
             f"config must be a labkit.vae.TrainConfig, got {type(config).__name__}"
         )
-    arrays = training_arrays(spectra)
-    backend, cluster = _choose_backend(cluster)
+    source = chunk_source(spectra)
+    with using_cluster(cluster) as chosen:
+        return _train(source, config, chosen, resume, checkpoint_dir, progress, callback, stop)
+
+
+def _train(
+    source: ChunkSource,
+    config: TrainConfig,
+    cluster: Cluster | None,
+    resume: bool,
+    checkpoint_dir: str | Path | None,
+    progress: bool,
+    callback: Callable[[dict[str, Any]], None] | None,
+    stop: threading.Event | None,
+) -> TrainResult:
+    backend = cluster.backend if cluster is not None else IN_PROCESS
+    run = trainer(backend)  # refuse an unknown backend before any file is written
     if resume:
         run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else latest_run_dir()
     else:
         run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else new_run_dir()
     store = CheckpointStore(run_dir)
-    train_index, val_index = split_indices(len(arrays), config.val_fraction, config.seed)
+    train_index, val_index = split_indices(len(source), config.val_fraction, config.seed)
     if resume:
-        state = _resumed_state(store, config, arrays)
+        state = _resumed_state(store, config, source)
     else:
-        state = _fresh_state(store, config, arrays, train_index)
-    store.write_config(config.to_dict(), arrays.wave, backend)
-    job = TrainJob(arrays.flux, arrays.weight, train_index, val_index, config, loop.pack(state))
+        state = _fresh_state(store, config, source, train_index)
+    store.write_config(config.to_dict(), source.wave, backend)
+    job = TrainJob(source, train_index, val_index, config, loop.pack(state))
     history = list(state["history"])
     stop = stop if stop is not None else threading.Event()
     recorder = _Recorder(store, history, config, progress, callback, desc=f"VAE ({backend})")
     if not loop.finished(state, config):
         with recorder:
-            _run(backend, job, recorder, stop, cluster, store)
-    model = store.best_model()
-    model.fit_population(arrays.subset(_population_sample(train_index, config.seed)))
+            run(job, recorder, stop, cluster, store.path)
+    model = SpectrumVAE.from_payload(*store.best_payload())
+    model.fit_population(sample(source, train_index, config.seed, POPULATION_SAMPLE))
     store.write_model(model)
     final = store.latest_state() if store.epochs() else state
     return TrainResult(
@@ -112,89 +138,26 @@ def train(
     )
 
 
-def _run(backend: str, job: TrainJob, emit, stop: threading.Event, cluster, store) -> None:
-    if backend == "ray":
-        from labkit.vae.ray_train import run_on_ray
-
-        run_on_ray(job, emit, stop, cluster, store.path / "ray")
-    elif backend == "dask":
-        from labkit.vae.dask_train import run_on_dask
-
-        run_on_dask(job, emit, stop, cluster)
-    else:
-        run_in_process(job, emit, stop)
-
-
-def run_in_process(job: TrainJob, emit, stop: threading.Event) -> None:
-    """The epoch loop in this process, on ``config.device`` with ``config.threads`` threads."""
-    device = job.config.resolved_device()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(job.config.resolved_threads())
-    try:
-        loop.fit(
-            job.flux,
-            job.weight,
-            job.train_index,
-            job.val_index,
-            job.config,
-            loop.unpack(job.state),
-            device=device,
-            emit=emit,
-            should_stop=stop.is_set,
-        )
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _population_sample(train_index: np.ndarray, seed: int) -> np.ndarray:
-    """Enough training spectra for robust population statistics, without scoring them all."""
-    if len(train_index) <= POPULATION_SAMPLE:
-        return train_index
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(train_index, POPULATION_SAMPLE, replace=False))
-
-
-def _choose_backend(cluster: Cluster | str | bool | None) -> tuple[str, Cluster | None]:
-    if isinstance(cluster, str):
-        if cluster != IN_PROCESS:
-            raise ParameterError(
-                f"cluster must be a labkit Cluster, None or {IN_PROCESS!r}, got {cluster!r}"
-            )
-        return IN_PROCESS, None
-    cluster = resolve_cluster(cluster)  # None: the active one, if any; False: none
-    if cluster is None:
-        return IN_PROCESS, None
-    if not isinstance(cluster, Cluster):
-        raise ParameterError(
-            f"cluster must be a labkit Cluster, None or {IN_PROCESS!r}, "
-            f"got {type(cluster).__name__}"
-        )
-    if cluster.closed:
-        raise NotConnectedError(
-            f"the {cluster.backend} cluster at {cluster.address} was closed; connect again first"
-        )
-    return cluster.backend, cluster
-
-
 def _fresh_state(
-    store: CheckpointStore, config: TrainConfig, arrays: TrainingArrays, train_index: np.ndarray
+    store: CheckpointStore, config: TrainConfig, source: ChunkSource, train_index: np.ndarray
 ) -> dict[str, Any]:
+    """A new model: pixel statistics and the PCA start from a seeded sample of whole chunks."""
     store.start_fresh()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = SpectrumVAE(arrays.wave, **config.architecture())
-    model.set_flux_statistics(*pixel_statistics(arrays.subset(train_index)))
-    sample = arrays.subset(_population_sample(train_index, config.seed))
-    model.start_from_pca(sample.flux, sample.weight)
+        model = SpectrumVAE(source.wave, **config.architecture())
+    rows = sample(source, train_index, config.seed, SAMPLE_ROWS)
+    model.set_flux_statistics(*pixel_statistics(rows))
+    model.start_from_pca(rows.flux[:POPULATION_SAMPLE], rows.weight[:POPULATION_SAMPLE])
     return loop.initial_state(model, config)
 
 
 def _resumed_state(
-    store: CheckpointStore, config: TrainConfig, arrays: TrainingArrays
+    store: CheckpointStore, config: TrainConfig, source: ChunkSource
 ) -> dict[str, Any]:
     state = store.latest_state()
     model = SpectrumVAE.from_payload(state["model"], str(store.path))
-    model.check_compatible(config.architecture(), arrays.wave)
+    model.check_compatible(config.architecture(), source.wave)
     return state
 
 

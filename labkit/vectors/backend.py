@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from labkit.errors import IndexUnreachableError, ParameterError, VectorIndexError
+from labkit.log import logger
 
 T = TypeVar("T")
 
@@ -147,17 +148,29 @@ class Connection:
         fn: Callable[..., T],
         *args: Any,
         timeout: float | None = None,
+        retries: int = 0,
         **kwargs: Any,
     ) -> T:
-        """``fn(*args, **kwargs)`` with a timeout; failures become ``VectorIndexError``."""
+        """``fn(*args, **kwargs)`` with a timeout; failures become ``VectorIndexError``.
+
+        ``retries``: for idempotent calls (an upsert by id), how many more tries, each with
+        twice the time, after the server did not answer in time (milvus-lite can stall for
+        tens of seconds while it seals and compacts a large collection).
+        """
         limit = self.timeout if timeout is None else timeout
-        try:
-            with quiet_pymilvus():
-                return fn(*args, timeout=limit, **kwargs)
-        except VectorIndexError:
-            raise
-        except Exception as exc:
-            raise self.error(what, exc, limit) from None
+        for attempt in range(retries + 1):
+            try:
+                with quiet_pymilvus():
+                    return fn(*args, timeout=limit, **kwargs)
+            except VectorIndexError:
+                raise
+            except Exception as exc:
+                if attempt < retries and is_unreachable(exc):
+                    logger.warning("%s: no answer within %g s; trying again", what, limit)
+                    limit *= 2
+                    continue
+                raise self.error(what, exc, limit) from None
+        raise AssertionError("unreachable")
 
     def error(self, what: str, exc: BaseException, limit: float | None = None) -> Exception:
         where = {"uri": self.endpoint.uri, "collection": self.collection}

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from labkit.clusters import active_or_none
+from labkit.checks import whole
+from labkit.clusters import choose_cluster
 from labkit.errors import ParameterError
+from labkit.spectra.store import is_store
 from labkit.vectors.index import SpectrumIndex
 
 EMBED_BATCH = 2048
@@ -50,6 +52,10 @@ def build_index(
                 f"model must have .{method}(spectra) like labkit.vae.SpectrumVAE; "
                 f"got {type(model).__name__}"
             )
+    if is_store(spectra):
+        return _build_from_store(
+            model, spectra, uri, collection, metric, progress, parallel, index_options
+        )
     n = _length(spectra)
     meta = getattr(spectra, "meta", None)
     if ids is None:
@@ -58,12 +64,11 @@ def build_index(
         ids = np.asarray(meta["targetid"])
     if len(ids) != n:
         raise ParameterError(f"{len(ids)} ids for {n} spectra")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size must be a positive whole number, got {batch_size!r}")
+    batch_size = whole("batch_size", batch_size, 1)
 
     cluster = None
     if parallel or (parallel is None and n >= PARALLEL_FROM):
-        cluster = active_or_none()
+        cluster, _ = choose_cluster(None)  # the active cluster, if any; never a new one
     latents, scores = embed(
         model, spectra, batch_size=batch_size, cluster=cluster, progress=progress
     )
@@ -76,6 +81,42 @@ def build_index(
         index.flush()
     except BaseException:
         index.close()
+        raise
+    return index
+
+
+def _build_from_store(
+    model: Any,
+    store: Any,
+    uri: str | Path,
+    collection: str,
+    metric: str | None,
+    progress: bool,
+    parallel: bool | None,
+    index_options: dict[str, Any],
+) -> SpectrumIndex:
+    """Chunk by chunk: each chunk's latents and scores (made on the active cluster unless
+    ``parallel=False``) go into the index as they arrive, with that chunk's metadata."""
+    from labkit.vae.store_scoring import over_store
+
+    cluster = False if parallel is False else None
+    index = None
+    try:
+        for chunk, latents, scores in over_store(
+            model, store, cluster=cluster, progress=progress, desc="index"
+        ):
+            meta = store.chunk_meta(chunk)
+            columns = {name: meta[name] for name in meta.colnames}
+            columns["anomaly_score"] = scores
+            if index is None:
+                index = SpectrumIndex(
+                    uri, int(latents.shape[1]), collection, metric, **index_options
+                )
+            index.upsert(np.asarray(meta["targetid"]), latents, columns, progress=False)
+        index.flush()
+    except BaseException:
+        if index is not None:
+            index.close()
         raise
     return index
 

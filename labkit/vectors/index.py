@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from labkit.checks import whole
 from labkit.errors import (
     DimensionError,
     FilterError,
@@ -54,9 +55,14 @@ BUILD_PARAMS: dict[str, dict[str, Any]] = {
 DEFAULT_EF = 128
 DEFAULT_NPROBE = 16
 UPSERT_BATCH = 5000
+UPSERT_RETRIES = 2  # an upsert by id is idempotent: a stalled server gets 2x, then 4x the time
 SEARCH_BATCH = 4096
 FETCH_BATCH = 10000
-SCAN_AT_ONCE = 200_000  # rows milvus-lite returns in one query before we page
+SCAN_AT_ONCE = 200_000  # rows with vectors milvus-lite returns in one query before we page
+# Without vectors a row is a few bytes, and milvus-lite reads its whole collection for each
+# page (an iterator over 1.6M rows took ~9 minutes): one query is far faster up to here.
+SCAN_SCALARS_AT_ONCE = 4_000_000
+SCAN_ROWS_PER_S = 10_000  # the least rate a one-query scan is given time for
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 _open_files: dict[Path, int] = {}
@@ -102,10 +108,8 @@ class SpectrumIndex:
                 f"collection name {collection!r}: use letters, digits and underscores, "
                 "starting with a letter or underscore"
             )
-        if dim is not None and (
-            isinstance(dim, bool) or not isinstance(dim, int | np.integer) or not 1 <= dim <= 32768
-        ):
-            raise ParameterError(f"dim must be a whole number from 1 to 32768, got {dim!r}")
+        if dim is not None:
+            whole("dim", dim, 1, 32768)
         if metric is not None and str(metric).upper() not in METRICS:
             raise ParameterError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
         if not timeout or timeout <= 0:
@@ -424,7 +428,7 @@ class SpectrumIndex:
             for name, values in columns.items():
                 for row, value in zip(rows, values[start:stop], strict=True):
                     row[name] = value
-            self._call("upsert", self._client.upsert, self.collection, rows)
+            self._call("upsert", self._client.upsert, self.collection, rows, retries=UPSERT_RETRIES)
         return len(ids)
 
     def delete(self, ids: Sequence[int] | np.ndarray, *, missing_ok: bool = False) -> int:
@@ -616,13 +620,23 @@ class SpectrumIndex:
                 if expression and type(exc) is VectorIndexError:
                     raise self._filter_failed(expression, exc) from None
                 raise
-            results.extend(
-                [
-                    Hit(int(h["id"]), self._distance(h["distance"]), schema.row_meta(h["entity"]))
-                    for h in hits
-                ]
-                for hits in answer
-            )
+            results.extend(self._hits(answer))
+        return results
+
+    def _hits(self, answer: Any) -> list[list[Hit]]:
+        """Hits of one pymilvus answer, a query's ids and distances converted as whole lists.
+
+        pymilvus already made a fresh metadata dict per hit; those become the Hits' ``meta``
+        as they are when their keys come in schema order, rather than being copied.
+        """
+        entity = dict.__getitem__  # pymilvus's Hit is a dict; its own __getitem__ is Python code
+        results: list[list[Hit]] = []
+        for hits in answer:
+            metas = [entity(h, "entity") for h in hits]
+            if metas and tuple(metas[0]) != schema.FIELD_NAMES:
+                metas = [schema.row_meta(m) for m in metas]
+            ids = [int(i) for i in hits.ids]
+            results.append(list(map(Hit, ids, self._distances(hits.distances), metas)))
         return results
 
     def _search_params(self, limit: int) -> dict[str, Any]:
@@ -632,12 +646,13 @@ class SpectrumIndex:
             return {"nprobe": self.nprobe}
         return {}
 
-    def _distance(self, raw: float) -> float:
+    def _distances(self, raw: Sequence[float]) -> list[float]:
+        """Milvus scores as labkit distances (smaller is closer for every metric)."""
         if self.metric == "L2":
-            return math.sqrt(raw) if raw > 0 else 0.0
+            return [math.sqrt(d) if d > 0 else 0.0 for d in raw]
         if self.metric == "COSINE":
-            return 1.0 - float(raw)
-        return -float(raw)
+            return [1.0 - float(d) for d in raw]
+        return [-float(d) for d in raw]
 
     def columns(
         self,
@@ -677,7 +692,8 @@ class SpectrumIndex:
 
     def _scan(self, fields: list[str], expression: str) -> list[dict]:
         total = self.count()
-        if total <= schema.MAX_K or (self._conn.lite and total <= SCAN_AT_ONCE):
+        at_once = SCAN_AT_ONCE if schema.VECTOR in fields else SCAN_SCALARS_AT_ONCE
+        if total <= schema.MAX_K or (self._conn.lite and total <= at_once):
             return self._call(
                 "scan",
                 self._client.query,
@@ -685,6 +701,7 @@ class SpectrumIndex:
                 filter=expression,
                 output_fields=fields,
                 limit=max(total, 1),
+                timeout=self._conn.timeout + total / SCAN_ROWS_PER_S,  # one answer for it all
             )
         rows: list[dict] = []
         with quiet_pymilvus():
@@ -706,8 +723,7 @@ class SpectrumIndex:
     def top_anomalies(self, n: int = 10, filter: str | None = None) -> list[dict]:
         """The ``n`` rows with the highest anomaly score (highest first), as dicts of id and
         metadata; rows without a score are left out."""
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-            raise ParameterError(f"n must be a whole number >= 0, got {n!r}")
+        n = whole("n", n, 0)
         scores = self.columns(["anomaly_score"], filter)
         finite = np.isfinite(scores["anomaly_score"])
         ids, values = scores["id"][finite], scores["anomaly_score"][finite]
@@ -763,9 +779,7 @@ class SpectrumIndex:
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= schema.MAX_K:
-        raise ParameterError(f"k must be a whole number from 1 to {schema.MAX_K}, got {k!r}")
-    return int(k)
+    return whole("k", k, 1, schema.MAX_K)
 
 
 def _show(value: Any) -> str:

@@ -264,8 +264,9 @@ class SearchPanel:
                 i = self._rows.get(int(row["id"]))
                 if i is None:
                     continue
-                flux = np.asarray(self.spectra.flux[i], dtype=float)
-                flux = np.where(np.asarray(self.spectra.mask[i], bool), np.nan, flux)
+                one = self.spectra[i]  # a Spectra or a store: either reads just this row
+                flux = np.asarray(one.flux[0], dtype=float)
+                flux = np.where(np.asarray(one.mask[0], bool), np.nan, flux)
                 out.append((name, wave, flux))
             if out and out[0][0] == names[0]:
                 return out

@@ -16,28 +16,33 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-import labkit
+from labkit.clusters import ClusterSpec, choose_cluster
+from labkit.clusters.backends import known_backends
+from labkit.clusters.spec import IN_PROCESS
 from labkit.errors import LabkitError, ParameterError
+from labkit.spectra import concatenate
+from labkit.spectra.store import is_store
 from labkit.vae import TrainConfig, TrainResult, train
 from labkit.vae.data import TrainingArrays, training_arrays
 
+_LABELS = {"ray": "Ray (Ray Train)", "dask": "Dask (one worker)"}
 BACKENDS = [
     ("active cluster, else in-process", "auto"),
-    ("in-process", "in-process"),
-    ("Ray (Ray Train)", "ray"),
-    ("Dask (one worker)", "dask"),
+    ("in-process", IN_PROCESS),
+    *((_LABELS.get(name, name), name) for name in known_backends()),
 ]
 SHOWN_RECONSTRUCTIONS = 3
 
 
 def spectra_variables(namespace: dict[str, Any]) -> list[str]:
-    """Names in ``namespace`` bound to rest-frame spectra (what ``train`` accepts)."""
+    """Names in ``namespace`` bound to rest-frame spectra or spectra stores (what ``train``
+    accepts)."""
     names = []
     for name, value in namespace.items():
         if name.startswith("_") or isinstance(value, type):
             continue
         looks_like = all(hasattr(value, attr) for attr in ("wave", "flux", "ivar", "mask"))
-        if looks_like and getattr(value, "frame", "rest") == "rest":
+        if is_store(value) or (looks_like and getattr(value, "frame", "rest") == "rest"):
             names.append(name)
     return sorted(names)
 
@@ -179,7 +184,7 @@ class TrainPanel:
         self.loss_pane.object = None
         self.recon_pane.object = None
         self.start_button.disabled, self.stop_button.disabled = True, False
-        self._say(f"training on {html.escape(name)} ({len(spectra.flux)} spectra)…")
+        self._say(f"training on {html.escape(name)} ({len(spectra)} spectra)…")
         self._thread = threading.Thread(
             target=self._run, args=(spectra, config, cluster), name="labkit-train", daemon=True
         )
@@ -203,20 +208,18 @@ class TrainPanel:
         except LabkitError as exc:
             self._say(str(exc), error=True)
 
-    def _cluster(self):
+    def _cluster(self) -> ClusterSpec:
+        """Where to train, as ``train`` takes it; a backend choice connects here, on the
+        notebook's thread, and that cluster stays attached after the run."""
         choice = self.backend.value
         if choice == "auto":
             return None
-        if choice == "in-process":
-            return "in-process"
-        active = labkit.clusters.active_or_none()
-        if active is not None and active.backend == choice:
-            return active
-        self._say(f"starting a local {choice} cluster…")
-        return labkit.connect(backend=choice)
+        if choice == IN_PROCESS:
+            return IN_PROCESS
+        return choose_cluster(choice)[0]
 
     # -- the run (background thread) ------------------------------------------------------
-    def _run(self, spectra: Any, config: TrainConfig, cluster: Any) -> None:
+    def _run(self, spectra: Any, config: TrainConfig, cluster: ClusterSpec) -> None:
         try:
             result = train(
                 spectra,
@@ -255,10 +258,11 @@ class TrainPanel:
     def _show_reconstructions(self, spectra: Any, result: TrainResult) -> None:
         import holoviews as hv
 
-        n = len(spectra.flux)
+        n = len(spectra)
         rows = np.linspace(0, n - 1, min(SHOWN_RECONSTRUCTIONS, n))
         rows = np.unique(rows.astype(int))
-        subset = training_arrays(spectra).subset(rows)
+        # row by row: a store reads only the chunks these rows are in
+        subset = training_arrays(concatenate([spectra[int(row)] for row in rows]))
         recon = result.model.reconstruct(subset)
         plots = [
             _overlay(subset, i, recon[i], f"spectrum {row}") for i, row in enumerate(rows.tolist())

@@ -5,7 +5,13 @@ import time
 import pytest
 
 import labkit
-from labkit.errors import MapItemError, NotConnectedError, UnsupportedOperation
+from labkit.errors import (
+    ConnectError,
+    MapItemError,
+    NotConnectedError,
+    UnsupportedOperationError,
+)
+from tests.conftest import dask_processes
 
 
 def _square_slowly_first(x):
@@ -71,7 +77,7 @@ def test_map_reraises_with_the_failing_item(remote):
 
 def test_scaling_a_remote_cluster_is_refused(remote):
     with pytest.raises(
-        UnsupportedOperation, match=f"cannot scale the remote .* at {remote.address}"
+        UnsupportedOperationError, match=f"cannot scale the remote .* at {remote.address}"
     ):
         remote.scale(3)
 
@@ -119,3 +125,29 @@ def test_large_dask_chunks_go_straight_to_a_worker(dask_scheduler, monkeypatch):
     assert sums == [0.0, 300_000.0, 600_000.0] and len(scattered) == 3
     assert cluster.map(abs, [-1, -2], progress=False) == [1, 2]
     assert len(scattered) == 3  # small chunks ride inside their tasks
+
+
+def _nap(x):
+    time.sleep(0.1)
+    return x
+
+
+def test_losing_the_dask_scheduler_mid_map_is_an_error_naming_it(tmp_path):
+    """The scheduler host goes away while work is outstanding: an error naming its address
+    arrives at once (not a hang, not a bare cancelled future), and the client is released."""
+    with dask_processes(tmp_path) as remote:
+        cluster = labkit.connect(remote.address, timeout=10)
+        try:
+            stream = cluster.imap_unordered(_nap, range(40), chunksize=1)
+            next(stream)  # the map is under way
+            remote.scheduler.kill()
+            remote.scheduler.wait(10)
+            started = time.monotonic()
+            with pytest.raises(
+                ConnectError, match="lost the connection to the Dask scheduler"
+            ) as err:
+                list(stream)
+            assert remote.address in str(err.value)
+            assert time.monotonic() - started < 10  # the client's timeout, not a hang
+        finally:
+            cluster.close()

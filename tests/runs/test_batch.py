@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import labkit
 from labkit.runs import batch, expand_grid, read_records, run
 from labkit.runs.parameters import check_grid
+from labkit.runs.ship import data_key, shipped_folder
 
 from ..conftest import free_ports, start_process, stop_process, wait_for
 from .conftest import expected_total
@@ -86,17 +88,26 @@ def test_failed_run_is_recorded_and_the_rest_go_on(shared_bundle, dask_scheduler
     assert runs[1]["records"]["total"] == expected_total(2)
 
 
-def test_a_worker_that_cannot_see_the_source_folder_is_named(bundle, dask_scheduler, tmp_path):
+def test_a_worker_that_cannot_see_the_source_folder_runs_in_data_shipped_to_it(
+    bundle, dask_scheduler, tmp_path
+):
+    """The manifest's folder exists nowhere (as on hosts without the notebook's filesystem):
+    the data files are shipped, checked, and the runs use them (the multi-host test does
+    this with a host that truly sees an empty folder)."""
     manifest_path = bundle / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["working_dir"] = str(tmp_path / "only-on-my-laptop")
     manifest_path.write_text(json.dumps(manifest))
     labkit.connect(dask_scheduler.address)
-    result = batch(bundle, {"scale": [1, 2]}, out=tmp_path / "b", progress=False)
-    assert [entry["status"] for entry in result.runs] == ["failed", "failed"]
-    for entry in result.runs:
-        assert "cannot see the source folder" in entry["error"]
-        assert str(tmp_path / "only-on-my-laptop") in entry["error"]
+    shipped = shipped_folder(data_key(manifest["data_files"]))
+    try:
+        result = batch(bundle, {"scale": [1, 2]}, out=tmp_path / "b", progress=False)
+        assert [entry["status"] for entry in result.runs] == ["ok", "ok"], result.runs
+        for entry in result.runs:
+            assert entry["records"]["cwd"] == str(shipped)
+            assert entry["records"]["total"] == expected_total(entry["parameters"]["scale"])
+    finally:
+        shutil.rmtree(shipped, ignore_errors=True)
 
 
 def test_grid_values_are_checked_before_anything_runs(shared_bundle, tmp_path):

@@ -1,4 +1,4 @@
-"""labkit freeze: the bundle layout and manifest of DESIGN §8."""
+"""labkit freeze: the bundle layout (notebook, manifest, requirements.lock) and its manifest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every route of DESIGN §5 and its refusals, without starting a local cluster."""
+"""Every ``/labkit/api`` route and its refusals, without starting a local cluster."""
 
 from __future__ import annotations
 
@@ -154,6 +154,33 @@ async def test_registered_dask_scheduler_reports_live_figures(api, jp_fetch, das
     # Forgetting a registered cluster leaves it running.
     assert (await api("DELETE", "clusters", "shared-dask"))[0] == 204
     assert dask_scheduler.scheduler.poll() is None
+
+
+async def test_a_tls_scheduler_registered_with_its_files_is_probed_and_connected_by_name(
+    api, dask_tls_scheduler
+):
+    import labkit
+
+    files = dask_tls_scheduler.client
+    plain = {"address": dask_tls_scheduler.address, "name": "no-certs"}
+    status, card = await api("POST", "clusters", body=plain)
+    assert status == 201 and card["status"] == "unreachable", card
+    assert "has no CA file or certificate" in card["error"]
+
+    tls = {"ca_file": str(files.ca_file), "cert": str(files.cert), "key": str(files.key)}
+    body = {"address": dask_tls_scheduler.address.replace("127.0.0.1", "localhost")}
+    body |= {"name": "secure", "tls": tls}
+    status, card = await api("POST", "clusters", body=body)
+    assert status == 201 and card["status"] == "running", card
+    assert card["workers"] == 1
+    [entry] = [e for e in read_registry() if e.name == "secure"]
+    assert entry.tls == tls
+    cluster = labkit.connect("secure")  # the registry's files, no security= needed
+    assert cluster.map(abs, [-1, -2], progress=False) == [1, 2]
+
+    bad = {"address": "tls://127.0.0.1:1", "tls": {"ca_file": "/nowhere/ca.pem", "cert": "x"}}
+    status, reply = await api("POST", "clusters", body=bad)
+    assert status == 400 and "/nowhere/ca.pem" in reply["message"]
 
 
 async def test_registry_keeps_entries_of_other_servers(api, jp_runtime_dir):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import labkit
 from labkit.spectra import mock_survey
 from tests.spectra.archive import arm_waves, write_desi_coadd, write_redrock
 
@@ -87,3 +88,15 @@ def desi_archive(tmp_path_factory) -> DesiArchive:
 def small_mock():
     """120 mock spectra, 10 % anomalies: every anomaly class twice."""
     return mock_survey(120, anomaly_fraction=0.1, seed=7)
+
+
+@pytest.fixture(params=["ray", "dask"])
+def cluster(request):
+    """The session's Ray head or Dask scheduler, attached through labkit.connect."""
+    if request.param == "dask":
+        dask_scheduler = request.getfixturevalue("dask_scheduler")
+        return labkit.connect(dask_scheduler.address, timeout=30)
+    ray_head = request.getfixturevalue("ray_head")
+    return labkit.connect(
+        ray_head.gcs_address, backend="ray", token_file=ray_head.token_file, timeout=30
+    )

@@ -3,20 +3,8 @@
 import numpy as np
 import pytest
 
-import labkit
 from labkit.errors import SpectraFileError, SpectraWarning
 from labkit.spectra import preprocess, preprocess_chunks, read
-
-
-@pytest.fixture(params=["ray", "dask"])
-def cluster(request):
-    if request.param == "dask":
-        dask_scheduler = request.getfixturevalue("dask_scheduler")
-        return labkit.connect(dask_scheduler.address, timeout=30)
-    ray_head = request.getfixturevalue("ray_head")
-    return labkit.connect(
-        ray_head.gcs_address, backend="ray", token_file=ray_head.token_file, timeout=30
-    )
 
 
 def test_preprocess_on_the_cluster_matches_in_process(cluster, small_mock):

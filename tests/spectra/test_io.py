@@ -8,7 +8,13 @@ from astropy.io import fits
 from astropy.table import Table
 
 from labkit.errors import ParameterError, SpectraError, SpectraFileError, SpectraWarning
-from labkit.spectra import read, write
+from labkit.spectra import Spectra, read, write
+from labkit.spectra.formats import (
+    SpectraFormat,
+    format_names,
+    register_format,
+    unregister_format,
+)
 from tests.spectra.archive import write_desi_coadd
 from tests.spectra.conftest import desi_content
 
@@ -156,3 +162,56 @@ def test_a_folder_gets_coadds_of_500_spectra(tmp_path):
     paths = write(spectra, tmp_path / "survey")
     assert [p.name for p in paths] == ["coadd-labkit-0000.fits", "coadd-labkit-0001.fits"]
     assert len(read(paths[1])) == 1
+
+
+def _toy_read(path, hdul):
+    """A toy format: the primary HDU holds flux; an ImageHDU WAVE holds the grid."""
+    flux = np.asarray(hdul[0].data, dtype=np.float32)
+    n = len(flux)
+    meta = Table({"targetid": np.arange(n), "z": np.zeros(n), "spectype": ["?"] * n})
+    return Spectra(hdul["WAVE"].data, flux, np.ones_like(flux), meta=meta)
+
+
+def _toy_write(spectra, path, overwrite):
+    primary = fits.PrimaryHDU(spectra.flux)
+    primary.header["TOYSPEC"] = True
+    fits.HDUList([primary, fits.ImageHDU(spectra.wave, name="WAVE")]).writeto(
+        path, overwrite=overwrite
+    )
+    return [path]
+
+
+@pytest.fixture
+def toy_format():
+    fmt = register_format(
+        SpectraFormat(
+            name="toy",
+            identify=lambda hdul: "TOYSPEC" in hdul[0].header,
+            read=_toy_read,
+            write=_toy_write,
+            looks_for="a toy file (TOYSPEC)",
+        )
+    )
+    yield fmt
+    unregister_format("toy")
+
+
+def test_a_registered_format_is_written_and_read_like_the_built_in_ones(
+    tmp_path, small_mock, toy_format
+):
+    assert format_names() == ("desi", "sdss", "toy")
+    (path,) = write(small_mock[:4], tmp_path / "toy.fits", format="toy")
+    back = read(path, progress=False)
+    np.testing.assert_array_equal(back.flux, small_mock.flux[:4])
+    np.testing.assert_array_equal(back.wave, small_mock.wave)
+    image = tmp_path / "image.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 3)), name="SCI")]).writeto(image)
+    with pytest.raises(SpectraFileError, match=r"nor a toy file \(TOYSPEC\)"):
+        read(image)
+
+
+def test_an_unknown_format_lists_the_registered_ones(tmp_path, small_mock, toy_format):
+    with pytest.raises(ParameterError, match=r"\('desi', 'sdss', 'toy'\), got 'fits'"):
+        write(small_mock, tmp_path / "b", format="fits")
+    with pytest.raises(ParameterError, match="registered already"):
+        register_format(toy_format)

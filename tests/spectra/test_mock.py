@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from labkit.errors import ParameterError
-from labkit.spectra import lines as L
-from labkit.spectra import mock_survey, preprocess, sources
+from labkit.spectra import mock_survey, preprocess
 from labkit.spectra.grids import log_grid
-from labkit.spectra.instrument import instrument, observe, sky_line_pixels
-from labkit.spectra.mock import ANOMALIES
+from labkit.spectra.mock import ANOMALIES, sources
+from labkit.spectra.mock import lines as L
+from labkit.spectra.mock.instrument import instrument, observe, sky_line_pixels
 
 DESI = instrument("desi")
 

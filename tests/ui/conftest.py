@@ -35,16 +35,36 @@ class Lab:
     root: Path
     runtime_dir: Path
     proc: object
+    settings_dir: Path | None = None
 
     def page_url(self, path: str) -> str:
         return f"{self.url}{path}?token={self.token}"
 
-    def api(self, path: str) -> object:
+    def api(self, path: str, method: str = "GET", body: object = None) -> object:
+        """One REST call with the token (which Jupyter accepts in place of an XSRF cookie)."""
+        data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.url}{path}", headers={"Authorization": f"token {self.token}"}
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def write_settings(self, plugin: str, values: dict) -> None:
+        """User settings for a lab plugin (``package:name``), read when the page loads."""
+        package, name = plugin.split(":")
+        path = self.settings_dir / package / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+    def stop_clusters(self) -> None:
+        """DELETE every cluster the server lists, so a test leaves nothing running."""
+        for cluster in self.api("/labkit/api/clusters"):
+            if cluster["origin"] != "kernel":
+                self.api(f"/labkit/api/clusters/{cluster['id']}", method="DELETE")
 
 
 @pytest.fixture
@@ -75,9 +95,11 @@ def lab(tmp_path) -> Iterator[Lab]:
     args += ["--ip=127.0.0.1", f"--port={port}", "--port-retries=0", f"--notebook-dir={root}"]
     args += [f"--IdentityProvider.token={token}", "--LabApp.news_url=None"]
     args += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    # window.jupyterapp, so a test can wait for `restored` instead of guessing when it is.
+    args += ["--LabApp.expose_app_in_browser=True"]
     log = tmp_path / "jupyter-lab.log"
     proc = start_process(args, log, env)
-    server = Lab(f"http://127.0.0.1:{port}", token, root, runtime, proc)
+    server = Lab(f"http://127.0.0.1:{port}", token, root, runtime, proc, settings)
     try:
         wait_for_service(proc, log, lambda: server.api("/api/status"), "jupyter lab")
         yield server

@@ -183,3 +183,78 @@ def test_a_local_misfit_stands_out_where_chi2_per_pixel_barely_moves():
     worst = local_misfit(floored, observed).numpy()
     assert torch.allclose(floored[0].sum(), floored[1].sum())
     assert worst[0] > worst[1] + 2 and abs(worst[2] - np.log1p(1e-3)) < 1e-9
+
+
+def _map_objective(model, z, flux, weight):
+    chi2 = (weight * (flux - model.decode_tensor(z)) ** 2).sum(dim=1)
+    return 0.5 * chi2 + 0.5 * z.pow(2).sum(dim=1)
+
+
+def _long_refinement(model, flux, weight, steps=300):
+    """What scoring used to do, for longer: Adam on χ²/2 + |z|²/2 from the encoder mean."""
+    with torch.no_grad():
+        z = model.posterior(flux, weight)[0].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=0.05)
+    best = torch.full((len(z),), float("inf"))
+    for _ in range(steps):
+        objective = _map_objective(model, z, flux, weight)
+        best = torch.minimum(best, objective.detach())
+        optimizer.zero_grad()
+        objective.sum().backward()
+        optimizer.step()
+    return best
+
+
+def test_the_cheap_latent_fit_nearly_matches_a_long_refinement(rest_spectra):
+    from labkit.vae.loop import _optimizer
+
+    model = _model(rest_spectra)
+    arrays = training_arrays(rest_spectra)
+    model.start_from_pca(arrays.flux, arrays.weight)
+    flux, weight = torch.from_numpy(arrays.flux), torch.from_numpy(arrays.weight)
+    optimizer = _optimizer(model, TrainConfig(lr=3e-3))
+    for _ in range(150):  # a little training so that the decoder's network bends the fit
+        recon, mu, logvar = model(flux, weight)
+        loss, pixels = negative_elbo(recon, mu, logvar, flux, weight, 1.0)
+        optimizer.zero_grad()
+        (loss / pixels).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        encoder_only = _map_objective(model, model.posterior(flux, weight)[0], flux, weight)
+        cheap = _map_objective(model, model.best_fit_latents(flux, weight), flux, weight)
+    long = _long_refinement(model, flux, weight)
+    assert torch.all(cheap <= encoder_only)
+    # nearly all of the way from the encoder's guess to the long refinement's optimum
+    closed = (encoder_only - cheap) / (encoder_only - long).clamp(min=1e-6)
+    assert torch.median(closed) > 0.9
+    assert torch.median(cheap - long) < 0.05 * torch.median(encoder_only - long) + 1.0
+
+
+def test_scores_are_deterministic_and_progress_false_is_silent(rest_spectra, capfd):
+    model = _model(rest_spectra)
+    model.fit_population(rest_spectra)
+    capfd.readouterr()
+    first = model.anomaly_score(rest_spectra, progress=False)
+    model.chi2_per_pixel(rest_spectra, progress=False)
+    model.encode(rest_spectra, progress=False)
+    model.reconstruct(rest_spectra, progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    np.testing.assert_array_equal(first, model.anomaly_score(rest_spectra, progress=False))
+    model.anomaly_score(rest_spectra[:10], batch_size=4)
+    assert "anomaly score" in capfd.readouterr().err  # the bar, by default
+
+
+def test_decoder_jacobian_matches_autograd(rest_spectra):
+    model = _model(rest_spectra)
+    z = torch.randn(3, model.latent_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        jac = model.decoder_jacobian(z)
+    expected = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda v: model.decode_tensor(v[None])[0], row)
+            for row in z
+        ]
+    )
+    torch.testing.assert_close(jac, expected, rtol=1e-4, atol=1e-5)

@@ -54,6 +54,32 @@ def test_upsert_twice_leaves_one_row_per_id(open_index):
     assert index.get(ids[6])[0]["source_file"] == "coadd-1.fits"
 
 
+def test_an_upsert_the_server_is_too_slow_for_is_tried_again_with_more_time(
+    open_index, monkeypatch
+):
+    """A stand-in only for the stall (milvus-lite sealing a large collection): the first
+    upsert call times out; the retry, with twice the time, reaches the real server."""
+    import grpc
+
+    ids, vectors, meta = random_rows(30, 4)
+    index = open_index(dim=4)
+    real, limits = index._client.upsert, []
+
+    class Deadline(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def stalls_once(*args, timeout, **kwargs):
+        limits.append(timeout)
+        if len(limits) == 1:
+            raise Deadline()
+        return real(*args, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(index._client, "upsert", stalls_once)
+    assert index.upsert(ids, vectors, meta) == 30
+    assert limits == [limits[0], 2 * limits[0]] and index.count() == 30
+
+
 @pytest.mark.parametrize("metric", ["L2", "COSINE"])
 def test_search_equals_brute_force(open_index, metric):
     ids, vectors, meta = random_rows(200, 8, seed=3)

@@ -19,15 +19,18 @@ survey on every machine.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 from astropy.table import Table
 
+from labkit.checks import whole
 from labkit.errors import ParameterError
-from labkit.spectra import lines as L
-from labkit.spectra import sources
-from labkit.spectra.container import FLUX_UNIT, Spectra
-from labkit.spectra.instrument import instrument as get_instrument
-from labkit.spectra.instrument import observe, sky
+from labkit.spectra.container import FLUX_UNIT, Spectra, concatenate
+from labkit.spectra.mock import lines as L
+from labkit.spectra.mock import sources
+from labkit.spectra.mock.instrument import instrument as get_instrument
+from labkit.spectra.mock.instrument import observe, sky
 
 NORMAL = {"qso": 0.3, "galaxy_starforming": 0.32, "galaxy_passive": 0.2, "star": 0.18}
 ANOMALIES = (
@@ -97,21 +100,24 @@ def mock_survey(
 
 
 def _check(n, fraction, seed, instrument) -> None:
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ParameterError(f"n must be a whole number of spectra >= 1, got {n!r}")
+    whole("n", n, 1)
     if not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
         raise ParameterError(f"anomaly_fraction must be between 0 and 1, got {fraction!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ParameterError(f"seed must be a whole number >= 0, got {seed!r}")
+    whole("seed", seed, 0)
     if instrument not in ("desi", "sdss"):
         raise ParameterError(f"instrument must be 'desi' or 'sdss', got {instrument!r}")
 
 
-def _labels(rng, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Class of every row, and the normal class each anomaly is built on (artefacts)."""
+def _labels(
+    rng, n: int, fraction: float, count: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class of every row, and the normal class each anomaly is built on (artefacts).
+
+    ``count`` anomalies (default round(n × fraction)).
+    """
     labels = rng.choice(list(NORMAL), size=n, p=list(NORMAL.values())).astype("U20")
     base = labels.copy()
-    count = int(round(n * fraction))
+    count = int(round(n * fraction)) if count is None else count
     if count:
         rows = rng.choice(n, size=count, replace=False)
         kinds = np.resize(rng.permutation(ANOMALIES), count)
@@ -301,10 +307,10 @@ def _unmasked_faults(rng, inst, flux, ivar, artefact, variant) -> None:
         flux[row, hits] += (rng.uniform(15.0, 40.0, hits.size) * sigma).astype(np.float32)
 
 
-def _meta(rng, instrument, seed, labels, base, z, subtype, mag) -> Table:
+def _meta(rng, instrument, seed, labels, base, z, subtype, mag, first_row: int = 0) -> Table:
     n = labels.size
     kind = np.where(labels == "artefact", base, labels)
-    index = np.arange(n, dtype=np.int64)
+    index = np.arange(first_row, first_row + n, dtype=np.int64)
     meta = Table()
     if instrument == "sdss":
         plate, fiberid = 10000 + index // 1000, index % 1000 + 1
@@ -322,3 +328,68 @@ def _meta(rng, instrument, seed, labels, base, z, subtype, mag) -> Table:
     meta["subtype"] = subtype
     meta["mag_r"] = mag
     return meta
+
+
+@dataclass(frozen=True)
+class MockSource:
+    """A mock survey described, not generated: ``rows(start, stop)`` makes any range of it.
+
+    Rows come in blocks of ``BLOCK`` drawn from (seed, block index) alone, so a chunk is the
+    same wherever and in whatever order it is generated; the anomalies are spread evenly
+    over the blocks, round(n × anomaly_fraction) in all. (Not the same draws as
+    ``mock_survey`` with that seed, which draws the whole survey's classes at once.)
+    """
+
+    n: int
+    anomaly_fraction: float = 0.01
+    seed: int = 0
+    instrument: str = "desi"
+
+    def __post_init__(self) -> None:
+        _check(self.n, self.anomaly_fraction, self.seed, self.instrument)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def describe(self) -> dict:
+        return {"mock": asdict(self)}
+
+    def rows(self, start: int, stop: int) -> Spectra:
+        """Rows ``start`` to ``stop`` of the survey (generated here, block by block)."""
+        start, stop = max(0, start), min(self.n, stop)
+        blocks = range(start // BLOCK, -(-stop // BLOCK))
+        parts = [self._block(b) for b in blocks]
+        joined = parts[0] if len(parts) == 1 else concatenate(parts)
+        offset = blocks.start * BLOCK
+        return joined[start - offset : stop - offset]
+
+    def _anomalies_before(self, row: int) -> int:
+        return int(round(row * self.anomaly_fraction))
+
+    def _block(self, block: int) -> Spectra:
+        inst = get_instrument(self.instrument)
+        first, last = block * BLOCK, min((block + 1) * BLOCK, self.n)
+        rng = np.random.default_rng([self.seed, 2, block])
+        count = self._anomalies_before(last) - self._anomalies_before(first)
+        labels, base = _labels(rng, last - first, self.anomaly_fraction, count)
+        z, subtype, star_kind, mag = _draws(rng, labels, base)
+        pixels = _block(
+            np.random.default_rng([self.seed, 3, block]),
+            inst,
+            labels,
+            base,
+            z,
+            subtype,
+            star_kind,
+            mag,
+        )
+        meta = _meta(rng, inst.name, self.seed, labels, base, z, subtype, mag, first_row=first)
+        return Spectra(inst.wave, *pixels, meta, flux_unit=FLUX_UNIT)
+
+
+def mock_source(
+    n: int, anomaly_fraction: float = 0.01, seed: int = 0, *, instrument: str = "desi"
+) -> MockSource:
+    """A mock survey of ``n`` spectra for ``preprocess(..., out=STORE)``: each chunk is
+    generated where it is processed, deterministically from the seed and its rows."""
+    return MockSource(n, anomaly_fraction, seed, instrument)

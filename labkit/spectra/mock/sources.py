@@ -1,7 +1,7 @@
 """Noiseless spectra of the mock survey's sources, drawn on an observed-frame grid.
 
 Each model takes the observed wavelengths (P,) and redshifts (N,) and returns an (N, P)
-array of f_λ in arbitrary units; ``mock.py`` scales it to a magnitude and adds noise.
+array of f_λ in arbitrary units; ``survey`` scales it to a magnitude and adds noise.
 Parameters (slopes, equivalent widths, widths, line ratios) are drawn per object around
 values measured on real spectra, so every class varies the way survey objects do.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labkit.spectra import lines as L
+from labkit.spectra.mock import lines as L
 
 H_C_OVER_K = 1.4388e8  # h c / k in Å K
 

@@ -1,0 +1,104 @@
+"""Clusters across hosts, on the namespace test bed (``tests/multihost.py``; needs root).
+
+The notebook side runs on its own host (``laptop``); the clusters on ``head``, ``node1`` and
+``node2``, each a separate network stack.
+
+Metrics (keys fixed by the issue):
+- ``tls_map_ratio``: labkit ``map`` of 10k small items on a Dask cluster over mutual TLS / the
+  same map over plain TCP on the same hosts (target <= 1.3);
+- ``map_ratio_multinode``: labkit ``map`` / the raw idiom (one ``ray.remote`` task per item,
+  ``ray.get``) on the 3-host Ray cluster (target <= 0.5);
+- ``fault_recovery_s``: from SIGKILL of a Dask worker host's processes mid-``map`` to that map
+  finishing, complete and in order (report).
+
+``--quick``: 2k items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+from report import print_table, write_results  # noqa: E402
+
+from tests.multihost import CLIENT, dask_cluster, namespace_bed, ray_cluster  # noqa: E402
+
+
+def fault_recovery(bed, n: int = 120, slow: float = 0.05) -> dict:
+    laptop, node2 = bed["laptop"], bed["node2"]
+    args = [sys.executable, *CLIENT, "map", bed.dask_address(), str(n), "--slow", str(slow)]
+    log = bed.work / "fault-client.log"
+    client = laptop.start(args, log, env=bed.env())
+    deadline = time.monotonic() + 120
+    while "mapping" not in log.read_text():
+        if time.monotonic() > deadline or client.poll() is not None:
+            raise SystemExit(f"the map did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    time.sleep(0.5)  # a benchmark, not a test: let the map get well under way
+    [worker] = [p for p in node2.procs if p.args[4].endswith("/dask")]
+    lost = time.monotonic()
+    node2.kill(worker)
+    client.wait(300)
+    recovered = time.monotonic() - lost
+    figures = json.loads(log.read_text().strip().splitlines()[-1])
+    if not (figures["ordered"] and figures["n"] == n):
+        raise SystemExit(f"the map lost items: {figures}")
+    return {"fault_recovery_s": recovered, "map_s_with_fault": figures["seconds"]}
+
+
+def measure(bed, n: int) -> dict:
+    metrics: dict = {"items": n}
+    turns = ["--turns", "3"]
+    for tls in (True, False):
+        kind = "tls" if tls else "tcp"
+        with dask_cluster(bed, tls=tls):
+            figures = bed.client(
+                "laptop", ["map", bed.dask_address(tls), str(n), *turns], bed.env()
+            )
+            metrics[f"dask_{kind}_map_s"] = figures["best_s"]
+            print(f"  dask {kind}: {figures['best_s']:.2f} s", flush=True)
+            if tls:
+                metrics.update(fault_recovery(bed))
+                print(f"  fault recovery: {metrics['fault_recovery_s']:.2f} s", flush=True)
+    with ray_cluster(bed):
+        token = ["--token-file", str(bed.token_file), "--raw"]
+        args = ["map", bed.ray_address, str(n), *turns, *token]
+        figures = bed.client("laptop", args, bed.env(tls=None))
+        metrics["ray_map_s"], metrics["ray_raw_s"] = figures["best_s"], figures["raw_best_s"]
+        print(f"  ray: labkit {metrics['ray_map_s']:.2f} s, raw {metrics['ray_raw_s']:.2f} s")
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n = 2_000 if args.quick else 10_000
+    with tempfile.TemporaryDirectory(prefix="multinode-") as work, namespace_bed(Path(work)) as bed:
+        metrics = measure(bed, n)
+    metrics["tls_map_ratio"] = metrics["dask_tls_map_s"] / metrics["dask_tcp_map_s"]
+    metrics["map_ratio_multinode"] = metrics["ray_map_s"] / metrics["ray_raw_s"]
+    print_table(
+        f"multi-host clusters ({n} items, 3 hosts + the notebook's)",
+        [
+            (
+                "dask map tls vs tcp (s)",
+                metrics["dask_tls_map_s"],
+                metrics["dask_tcp_map_s"],
+                "<= 1.3",
+            ),
+            ("ray map labkit vs raw (s)", metrics["ray_map_s"], metrics["ray_raw_s"], "<= 0.5"),
+        ],
+    )
+    print(f"fault_recovery_s: {metrics['fault_recovery_s']:.2f}")
+    write_results("multinode", args.quick, metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""SLURM as labkit sees it: what a cluster's jobs ask for, and what SLURM says about them.
+
+One home for the SLURM facts every SLURM backend uses: the request (``SlurmOptions``), a
+check of it against SLURM before anything runs (``sbatch --test-only``: SLURM's own message
+for an unknown partition or an over-large request), and job states from ``squeue`` (there may
+be no accounting, so a job ``squeue`` no longer lists has ended).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from labkit.checks import whole
+from labkit.errors import ParameterError, SlurmError
+
+SQUEUE_FORMAT = "%i|%T|%r"
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each job of a SLURM cluster asks for, and how long labkit waits for it.
+
+    ``jobs``: jobs (one worker each); ``cores``/``memory``/``walltime``: per job;
+    ``partition``/``account``: SLURM's ``-p``/``-A`` (None: the site's default);
+    ``job_extra``: more ``#SBATCH`` options, e.g. ``["--qos=debug"]``; ``prologue``: shell
+    lines a job runs before its worker, e.g. ``["module load python"]``; ``interface``: the
+    network interface the scheduler and the workers use, one the nodes share, e.g. ``"ib0"``
+    (None: dask-jobqueue's configuration, ``jobqueue.slurm.interface``);
+    ``startup_timeout``: seconds a *running* job has for its worker to connect (time pending
+    in the queue does not count); ``log_directory``: the jobs' output files (default
+    ``~/.labkit/slurm``, which the nodes must see).
+    """
+
+    jobs: int = 1
+    cores: int = 1
+    memory: str = "2GiB"
+    walltime: str = "00:30:00"
+    partition: str | None = None
+    account: str | None = None
+    job_extra: tuple[str, ...] = field(default_factory=tuple)
+    prologue: tuple[str, ...] = field(default_factory=tuple)
+    interface: str | None = None
+    startup_timeout: float = 300.0
+    log_directory: str | None = None
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> SlurmOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            choices = ", ".join(sorted(known))
+            raise ParameterError(
+                f"unknown SLURM option(s) {', '.join(unknown)}: choose from {choices}"
+            )
+        lines = {}
+        for name in ("job_extra", "prologue"):  # one line, or a list of them
+            given = options.get(name) or ()
+            lines[name] = (given,) if isinstance(given, str) else tuple(given)
+        made = cls(**{**options, **lines})
+        whole("jobs", made.jobs, 0)
+        whole("cores", made.cores, 1)
+        return made
+
+    def sbatch_flags(self) -> list[str]:
+        """The request as ``sbatch`` options (what ``check_request`` asks SLURM about)."""
+        from dask.utils import parse_bytes
+
+        megabytes = max(1, parse_bytes(self.memory) // 2**20)
+        flags = ["--nodes=1", "--ntasks=1", f"--cpus-per-task={self.cores}"]
+        flags += [f"--mem={megabytes}M", f"--time={self.walltime}"]
+        flags += [f"--partition={self.partition}"] if self.partition else []
+        flags += [f"--account={self.account}"] if self.account else []
+        return flags + list(self.job_extra)
+
+    def folder(self) -> Path:
+        folder = Path(self.log_directory or Path.home() / ".labkit" / "slurm").expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+@dataclass(frozen=True)
+class JobState:
+    """One job as ``squeue`` reports it; ``state`` ENDED once it no longer lists the job."""
+
+    job_id: str
+    state: str  # PENDING, RUNNING, COMPLETING, ... or ENDED
+    reason: str | None  # why it is pending (Resources, Priority, PartitionConfig...)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "state": self.state, "reason": self.reason}
+
+
+def require_slurm() -> None:
+    """An error saying SLURM is not available here, unless its commands are on PATH."""
+    missing = [tool for tool in ("sbatch", "squeue", "scancel") if shutil.which(tool) is None]
+    if missing:
+        raise SlurmError(
+            f"SLURM is not available on this machine: {', '.join(missing)} not found on PATH "
+            "(run this on a login node of a SLURM cluster, or load its module)"
+        )
+
+
+def _slurm(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise SlurmError(f"`{' '.join(args[:2])}` did not answer within {timeout:g} s") from exc
+
+
+def check_request(options: SlurmOptions) -> None:
+    """Ask SLURM whether it would run one job of ``options``; its own message if not."""
+    require_slurm()
+    flags = options.sbatch_flags()
+    out = _slurm(["sbatch", "--test-only", *flags, "--wrap", "true"])
+    if out.returncode != 0:
+        said = " ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
+        raise SlurmError(f"SLURM refused the request {' '.join(flags)}: {said}")
+
+
+def job_states(job_ids: list[str]) -> dict[str, JobState]:
+    """The state of each job, from ``squeue``; jobs it no longer lists have ENDED."""
+    if not job_ids:
+        return {}
+    out = _slurm(
+        ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}", f"--jobs={','.join(job_ids)}"]
+    )
+    listed: dict[str, JobState] = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            job_id, state, reason = parts
+            listed[job_id] = JobState(job_id, state, None if reason in ("None", "") else reason)
+    return {job_id: listed.get(job_id, JobState(job_id, "ENDED", None)) for job_id in job_ids}
+
+
+def output_tail(folder: Path, job_id: str, lines: int = 15) -> str:
+    """The last lines of a job's output files in ``folder`` (``*-JOBID.out``/``.err``)."""
+    tails = []
+    for path in sorted(folder.glob(f"*-{job_id}.*")):
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        if text:
+            tails.append(f"{path}:\n" + "\n".join(text))
+    return "\n".join(tails) or f"(no output file for job {job_id} in {folder})"

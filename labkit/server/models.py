@@ -1,0 +1,38 @@
+"""The records ``/labkit/api/clusters`` answers with, defined once.
+
+The sidebar's ``ICluster`` (extension/src/api.ts) mirrors ``ClusterDescription``;
+tests/server/test_models.py checks that the two agree field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Backend = str  # a registered backend name (labkit.clusters.backends): "ray", "dask", ...
+Origin = Literal["managed", "registered", "kernel"]
+Phase = Literal["starting", "running", "scaling", "stopping"]  # of a managed cluster
+# a managed cluster shows its phase or an error; one reached by address can be unreachable
+ClusterStatus = Literal["starting", "running", "scaling", "stopping", "error", "unreachable"]
+
+
+@dataclass
+class ClusterDescription:
+    """One cluster as the REST API and the sidebar see it; live figures are None if unknown."""
+
+    id: str
+    name: str
+    backend: Backend
+    address: str
+    status: ClusterStatus
+    workers: int | None
+    cpus: int | None
+    gpus: int | None
+    memory_bytes: int | None
+    dashboard_url: str | None
+    managed: bool
+    origin: Origin
+    requested_workers: int | None
+    error: str | None
+    connect: str  # the cell that attaches a kernel, e.g. "%labkit connect ray-1"
+    join: str | None = None  # the command another host runs to join it (off loopback only)

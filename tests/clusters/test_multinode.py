@@ -1,0 +1,220 @@
+"""Clusters across hosts, on the namespace test bed (``tests/multihost.py``).
+
+The notebook side runs on the ``laptop`` host, strangers on ``outsider``; the clusters on
+``head``, ``node1`` and ``node2``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.multihost import (
+    BIN,
+    CLIENT,
+    NODES,
+    RAY_PORT,
+    Bed,
+    dask_cluster,
+    namespace_bed,
+    ray_cluster,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="network namespaces need root and ip"
+)
+
+
+@pytest.fixture(scope="session")
+def bed(tmp_path_factory) -> Iterator[Bed]:
+    with namespace_bed(tmp_path_factory.mktemp("netbed")) as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def dask_tls(bed) -> Iterator[Bed]:
+    with dask_cluster(bed, tls=True):
+        yield bed
+
+
+@pytest.fixture(scope="session")
+def ray_multinode(bed) -> Iterator[Bed]:
+    with ray_cluster(bed):
+        yield bed
+
+
+# -- Dask over mutual TLS --------------------------------------------------------------------
+def test_a_notebook_maps_over_a_tls_dask_cluster_on_other_hosts(dask_tls):
+    figures = dask_tls.client("laptop", ["map", dask_tls.dask_address(), "400"], dask_tls.env())
+    nodes = sorted(dask_tls.net[h].address for h in ("node1", "node2"))
+    assert figures["hosts"] == nodes  # workers() names each host by its address
+    assert figures["ordered"] and figures["n"] == 400
+    assert figures["ran_on"] == nodes
+
+
+@pytest.mark.parametrize(
+    "case, tls, scheme, expected",
+    [
+        ("no certificate", None, "tls", "has no CA file or certificate"),
+        ("another CA's certificate", "stranger", "tls", "did not sign"),
+        ("plaintext", None, "tcp", "only speaks TLS"),
+    ],
+)
+def test_strangers_are_refused_by_the_tls_scheduler_at_once(dask_tls, case, tls, scheme, expected):
+    address = dask_tls.dask_address().replace("tls://", f"{scheme}://")
+    outcome = dask_tls.client("outsider", ["refused", address], dask_tls.env(tls=tls))
+    assert outcome["error"] == "AuthError", (case, outcome)
+    assert expected in outcome["message"] and address in outcome["message"]
+    assert outcome["seconds"] < 10  # at once, not after the 30 s connect timeout
+
+
+def test_a_worker_host_lost_mid_map_loses_nothing(dask_tls):
+    """node2's worker is killed (SIGKILL, its whole process group) while a map runs: Dask
+    reruns its tasks on node1 and the result is complete and in order."""
+    laptop, node2 = dask_tls.net["laptop"], dask_tls.net["node2"]
+    args = [sys.executable, *CLIENT, "map", dask_tls.dask_address(), "60", "--slow", "0.1"]
+    log = dask_tls.work / "fault-client.log"
+    client = laptop.start(args, log, env=dask_tls.env())
+    try:
+        wait_for(lambda: "mapping" in log.read_text(), 120, "the map under way")
+        [worker] = [p for p in node2.procs if p.args[4].endswith("/dask")]
+        node2.kill(worker)
+        client.wait(180)
+        figures = json.loads(log.read_text().strip().splitlines()[-1])
+        assert figures["ordered"] and figures["n"] == 60
+    finally:
+        laptop.stop(client)
+        dask_tls.start_dask_worker("node2")  # node2 comes back for the tests after this one
+        dask_tls.wait_for_dask()
+
+
+def test_a_batch_runs_on_a_host_that_does_not_see_the_notebooks_folder(dask_tls):
+    """node2's worker sees an empty folder where the notebook and its data live: the batch
+    ships the data files there (checked on arrival) and every run succeeds, on both hosts."""
+    from labkit.runs import freeze
+    from labkit.runs.bundle import load_bundle
+    from labkit.runs.ship import data_key, shipped_folder
+    from tests.runs.conftest import CELLS, expected_total, write_notebook
+
+    bed = dask_tls
+    project = bed.work / "notebook-side" / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "values.txt").write_text("1 2 3.5\n")
+    write_notebook(project / "analysis.ipynb", CELLS)
+    bundle = freeze(project / "analysis.ipynb", name="analysis", out=project.parent / "bundles")
+    node2 = bed.net["node2"]
+    [worker] = [p for p in node2.procs if "worker" in p.args]
+    node2.stop(worker)
+    blind = bed.start_dask_worker("node2", hide=project.parent)
+    try:
+        bed.wait_for_dask()
+        args = ["batch", bed.dask_address(), "6", "--bundle", str(bundle)]
+        runs = bed.client("laptop", args, bed.env())["runs"]
+        assert [run["status"] for run in runs] == ["ok"] * 6, runs
+        assert sorted({run["worker_host"] for run in runs}) == sorted(
+            bed.net[h].address for h in NODES
+        )
+        for run in runs:
+            assert run["records"]["total"] == expected_total(run["parameters"]["scale"])
+        cwd = {run["worker_host"]: run["records"]["cwd"] for run in runs}
+        assert cwd[bed.net["node1"].address] == str(project)  # it sees the folder
+        assert "labkit-bundles" in cwd[node2.address]  # it ran in the data shipped to it
+    finally:
+        node2.stop(blind)
+        shutil.rmtree(shipped_folder(data_key(load_bundle(bundle).manifest["data_files"])), True)
+        bed.start_dask_worker("node2")
+        bed.wait_for_dask()
+
+
+# -- Ray with token auth ---------------------------------------------------------------------
+@pytest.mark.timeout(900)  # the first one waits for three Ray nodes to start on 2 cores
+def test_a_notebook_maps_over_a_token_ray_cluster_on_other_hosts(ray_multinode):
+    bed = ray_multinode
+    args = ["map", bed.ray_address, "200", "--token-file", str(bed.token_file)]
+    figures = bed.client("laptop", args, bed.env(tls=None))
+    every_host = sorted(bed.net[h].address for h in ("head", "node1", "node2"))
+    assert figures["hosts"] == every_host
+    assert figures["ordered"] and figures["n"] == 200
+    assert len(figures["ran_on"]) >= 2
+
+
+TRAIN_SPECTRA, TRAIN_EPOCHS = 2048, 8
+
+
+def _train_args(bed: Bed) -> list[str]:
+    gcs = f"{bed['head'].address}:{RAY_PORT}"
+    args = ["train", gcs, str(TRAIN_SPECTRA), "--token-file", str(bed.token_file)]
+    return args + ["--epochs", str(TRAIN_EPOCHS)]
+
+
+@pytest.fixture(scope="module")
+def ray_train_run(ray_multinode) -> dict:
+    """Two Ray Train workers of one CPU each on nodes of one CPU each: two hosts, so DDP's
+    gloo must connect across them (the driver runs on the head, as Ray Train needs)."""
+    bed = ray_multinode
+    return bed.client("head", _train_args(bed), bed.env(tls=None), timeout=500)
+
+
+@pytest.mark.timeout(600)
+def test_ray_train_runs_data_parallel_across_two_hosts(ray_train_run):
+    assert ray_train_run["epochs"] == TRAIN_EPOCHS
+    assert math.isfinite(ray_train_run["val_loss"])
+
+
+def test_a_ray_client_without_the_token_is_refused_at_once(ray_multinode):
+    outcome = ray_multinode.client(
+        "outsider", ["refused", ray_multinode.ray_address], ray_multinode.env(tls=None)
+    )
+    assert outcome["error"] == "AuthError", outcome
+    assert "token" in outcome["message"]
+    assert outcome["seconds"] < 10  # not Ray's own 20-30 s of retries
+
+
+# -- a sidebar cluster that takes nodes from other hosts ------------------------------------
+def test_a_sidebar_dask_cluster_off_loopback_takes_nodes_only_over_mutual_tls(bed):
+    """``ClusterManager.bind_host`` set to the head's address: the cluster starts with mutual
+    TLS on its own certificates, its record shows the command a node runs to join, a node
+    that runs it joins, the notebook attaches with the client files, a stranger cannot."""
+    head, node1 = bed["head"], bed["node1"]
+    described = bed.work / "described.json"
+    server_args = [sys.executable, "-m", "tests.clusters.multinode_server", "dask"]
+    server = head.start(
+        [*server_args, head.address, "1", str(described)], bed.work / "server.log", bed.env(None)
+    )
+    joined = None
+    try:
+
+        def record(status: str = "running", workers: int = 1):
+            found = json.loads(described.read_text()) if described.exists() else {}
+            return found if found.get("status") == status and found["workers"] == workers else None
+
+        cluster = wait_for(record, 120, "the sidebar's cluster on the head")
+        assert cluster["address"].startswith(f"tls://{head.address}:")
+        [program, *rest] = shlex.split(cluster["join"])
+        assert program == "dask" and rest[:2] == ["worker", cluster["address"]]
+        assert "--tls-cert" in rest and "--tls-key" in rest
+        joined = node1.start([str(BIN / program), *rest], bed.work / "joined-worker.log")
+        wait_for(lambda: record(workers=2), 120, "the node that ran the join command")
+
+        files = cluster["tls"]
+        env = bed.env(None)
+        prefix = "DASK_DISTRIBUTED__COMM__TLS__"
+        env |= {prefix + "CA_FILE": files["ca_file"], prefix + "CLIENT__CERT": files["cert"]}
+        env[prefix + "CLIENT__KEY"] = files["key"]
+        figures = bed.client("laptop", ["map", cluster["address"], "50"], env)
+        assert figures["hosts"] == sorted([head.address, node1.address])
+        assert figures["ordered"] and figures["n"] == 50
+        outcome = bed.client("outsider", ["refused", cluster["address"]], bed.env(None))
+        assert outcome["error"] == "AuthError", outcome
+    finally:
+        if joined is not None:
+            node1.stop(joined)
+        head.stop(server)

@@ -1,0 +1,68 @@
+"""Dask on SLURM (dask-jobqueue) against a real slurmctld and slurmd (``tests/slurmbed.py``).
+
+The node has 2 CPUs: two 1-core jobs run, a third waits with SLURM's reason "Resources".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import labkit
+from labkit.errors import ParameterError, SlurmError, UnsupportedOperationError
+from tests.conftest import wait_for
+
+
+def _options(folder, **more) -> dict:
+    """Small jobs on loopback, their output (and TLS files) in ``folder``."""
+    return {"cores": 1, "memory": "1GiB", "interface": "lo", "log_directory": str(folder)} | more
+
+
+def test_a_notebook_attaches_to_dask_workers_running_as_slurm_jobs(slurm, tmp_path):
+    cluster = labkit.connect(backend="dask", on="slurm", jobs=2, **_options(tmp_path))
+    try:
+        assert labkit.current() is cluster and cluster.address.startswith("tls://127.0.0.1:")
+        jobs = cluster.jobs()
+        assert [job.state for job in jobs] == ["RUNNING", "RUNNING"]
+        assert sorted(job.job_id for job in jobs) == sorted(slurm.jobs())
+        assert [w["host"] for w in cluster.workers()] == ["127.0.0.1", "127.0.0.1"]
+        assert cluster.map(abs, range(-20, 0), progress=False) == list(range(20, 0, -1))
+
+        cluster.scale(3)  # a third job does not fit on the 2-CPU node: pending, and says why
+        third = wait_for(
+            lambda: [j for j in cluster.jobs() if j.state == "PENDING" and j.reason],
+            30,
+            "a third job, pending with a reason",
+        )
+        assert third[0].reason == "Resources"
+        assert {"job_id": third[0].job_id, "state": "PENDING", "reason": "Resources"} in (
+            cluster.summary()["jobs"]
+        )
+    finally:
+        cluster.close()
+    wait_for(lambda: not slurm.jobs(), 60, "every job cancelled")
+
+
+def test_a_job_whose_worker_never_connects_fails_naming_it_and_its_output(slurm, tmp_path):
+    options = _options(tmp_path, prologue=["echo preparing the node", "sleep 300"])
+    with pytest.raises(SlurmError, match=r"SLURM job \d+ has run 3 s") as err:
+        labkit.connect(backend="dask", on="slurm", jobs=1, startup_timeout=3, **options)
+    assert "its worker never connected" in str(err.value)
+    assert "preparing the node" in str(err.value)  # the end of the job's output file
+    wait_for(lambda: not slurm.jobs(), 60, "the job cancelled")
+
+
+def test_slurm_refusals_are_named_before_anything_runs(slurm, monkeypatch, tmp_path):
+    with pytest.raises(SlurmError, match="invalid partition specified: nope"):
+        labkit.connect(backend="dask", on="slurm", partition="nope", **_options(tmp_path))
+    with pytest.raises(SlurmError, match="Requested node configuration is not available"):
+        labkit.connect(backend="dask", on="slurm", **_options(tmp_path, cores=64))
+    with pytest.raises(ParameterError, match="unknown SLURM option.*queue"):
+        labkit.connect(backend="dask", on="slurm", queue="debug")
+    with pytest.raises(ParameterError, match="add on='slurm'"):
+        labkit.connect(backend="dask", jobs=2)
+    with pytest.raises(UnsupportedOperationError, match="Ray cluster on SLURM"):
+        labkit.connect(backend="ray", on="slurm", **_options(tmp_path))
+    assert slurm.jobs() == []
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SlurmError, match="SLURM is not available on this machine: sbatch"):
+        labkit.connect(backend="dask", on="slurm")
