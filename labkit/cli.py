@@ -259,6 +259,35 @@ def batch_command(
         )
 
 
+@main.group("tracking")
+def tracking_group() -> None:
+    """Where runs are tracked (MLflow), and sending runs kept while a server was down."""
+
+
+@tracking_group.command("uri")
+@_one_line_errors
+def tracking_uri_command() -> None:
+    """Print the tracking URI labkit logs to (DESIGN §12's rule), or "off"."""
+    from labkit.tracking import tracking_enabled, tracking_uri
+
+    click.echo(tracking_uri() if tracking_enabled() else "off")
+
+
+@tracking_group.command("sync")
+@click.argument("runs_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--to", metavar="URI", help="Send to this server instead of the one each run names.")
+@_one_line_errors
+def tracking_sync_command(runs_dir: str | None, to: str | None) -> None:
+    """Send the runs kept in RUNS_DIR/mlflow-unsent.db (default: $LABKIT_RUNS_DIR or here)
+    while their tracking server could not be reached."""
+    from labkit.tracking import sync
+
+    result = sync(runs_dir, to=to)
+    click.echo(f"sent {len(result.sent)} run(s) from {result.source}; {result.skipped} sent before")
+    for old, new in result.sent.items():
+        click.echo(f"  {old} -> {new}")
+
+
 @main.command("verify")
 @click.argument("path", metavar="RUN_OR_BATCH_DIR", type=click.Path(file_okay=False))
 @click.option("--rtol", type=float, default=1e-6, show_default=True, help="Relative tolerance.")

@@ -174,6 +174,7 @@ def _train(stage: _Stages, rest, out_dir: Path, epochs: int, summary: dict[str, 
     best = min(h["val_loss"] for h in result.history if h["val_loss"] is not None)
     summary |= {
         "train_backend": result.backend,
+        "mlflow_train_run": result.mlflow_run_id,
         "epochs": len(result.history),
         "loss": round(float(last["loss"]), 4),
         "val_loss": round(float(best), 4),
@@ -267,6 +268,7 @@ def _freeze_and_batch(stage: _Stages, out_dir: Path, cluster, summary: dict[str,
         "batch_ok": sum(r["status"] == "ok" for r in runs),
         "batch_runs": len(runs),
         "batch_auc": [r["records"].get("auc") for r in runs],
+        "mlflow_batch_runs": [r.get("mlflow_run_id") for r in runs],
     }
     for run in runs:
         if run["status"] != "ok":
@@ -339,6 +341,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"surveys: {auc}",
         "outputs": summary["out"],
     }
+    if summary.get("mlflow_train_run"):
+        from labkit.tracking import tracking_uri
+
+        rows["tracked in MLflow"] = (
+            f"{tracking_uri()} (training {summary['mlflow_train_run']}, "
+            f"{len(summary['mlflow_batch_runs'])} batch runs)"
+        )
     print_table("labkit demo", rows)
 
 

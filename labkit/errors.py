@@ -157,6 +157,19 @@ class BundleWarning(UserWarning):
     """Something in a frozen bundle the user should know about, that does not stop freezing."""
 
 
+class TrackingError(LabkitError):
+    """A tracking URI labkit cannot use (an unknown scheme), or a store to sync that is not
+    there; names the URI."""
+
+    def __init__(self, message: str, *, uri: str | None = None):
+        super().__init__(message)
+        self.uri = uri
+
+
+class TrackingWarning(UserWarning):
+    """Tracking could not reach its server: the run goes on and its record is kept here."""
+
+
 class RunFailedError(LabkitError):
     """A run, batch or verification finished but did not come out as it should."""
 

@@ -28,6 +28,9 @@ usage: %labkit SUBCOMMAND [options]
   runs [DIR]             table of frozen bundles, runs and batches
   train [SPECTRA] [--latent N] [--epochs N] [--backend auto|in-process|ray|dask]
                          training launcher: train a spectral VAE and watch its loss
+  tune [SPECTRA] [--space "lr: 1e-3, 3e-3; latent_dim: 8, 16"] [--trials N] [--epochs N]
+       [--scheduler asha|fifo]
+                         Ray Tune sweep launcher: per-trial loss curves, best trials, stop
   search [INDEX] [--spectra NAME] [--model NAME] [--k N] [--collection NAME]
                          similarity/anomaly explorer over a SpectrumIndex variable or URI
 """
@@ -75,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--backend", choices=["auto", "in-process", *known_backends()])
     search = commands.add_parser("search", add_help=False)
+    tune_parser = commands.add_parser("tune", add_help=False)
+    tune_parser.add_argument("data", nargs="?", default=None)
+    tune_parser.add_argument("--space")
+    tune_parser.add_argument("--trials", type=int)
+    tune_parser.add_argument("--epochs", type=int)
+    tune_parser.add_argument("--scheduler", choices=["asha", "fifo"])
     search.add_argument("index", nargs="?", default=None)
     search.add_argument("--spectra")
     search.add_argument("--model")
@@ -176,6 +185,27 @@ def _train(args: argparse.Namespace):
     return panel
 
 
+def _tune(args: argparse.Namespace):
+    from IPython import get_ipython
+
+    from labkit.widgets.tune_panel import TunePanel, parse_space
+
+    shell = get_ipython()
+    panel = TunePanel(namespace=shell.user_ns if shell else None, data=args.data)
+    if args.space is not None:
+        text = "\n".join(part.strip() for part in args.space.split(";"))
+        parse_space(text)  # a bad space is refused here, on the magic's line
+        panel.space.value = text
+    for value, widget in ((args.trials, panel.samples), (args.epochs, panel.epochs)):
+        if value is not None:
+            if not widget.min <= value <= widget.max:
+                raise LabkitError(f"%labkit tune: {value} is out of {widget.min}..{widget.max}")
+            widget.value = value
+    if args.scheduler is not None:
+        panel.scheduler.value = args.scheduler
+    return panel
+
+
 def _search(args: argparse.Namespace):
     from IPython import get_ipython
 
@@ -200,6 +230,7 @@ _HANDLERS = {
     "freeze": _freeze,
     "runs": _runs,
     "train": _train,
+    "tune": _tune,
     "search": _search,
 }
 

@@ -309,6 +309,20 @@ def no_ray_token(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_tracking_store(tmp_path_factory) -> Iterator[None]:
+    """Tracking stays on, as for a user, into one store of the session's (not the checkout)."""
+    if os.environ.get("LABKIT_TRACKING_URI"):
+        yield
+        return
+    folder = tmp_path_factory.mktemp("tracking")
+    os.environ["LABKIT_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    try:
+        yield
+    finally:
+        os.environ.pop("LABKIT_TRACKING_URI", None)
+
+
 @pytest.fixture(autouse=True)
 def _detach_after_test():
     """Every test starts and ends with no active cluster."""

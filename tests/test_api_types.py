@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.runs.listing import ListedBatch, ListedBundle, ListedRun
+from labkit.runs.listing import ListedBatch, ListedBundle, ListedRun, ListedSweep
 from labkit.schema import json_schema
 from labkit.server.models import ClusterDescription
 
@@ -22,6 +22,7 @@ PAIRS = {
     "IListedBundle": ListedBundle,
     "IListedRun": ListedRun,
     "IListedBatch": ListedBatch,
+    "IListedSweep": ListedSweep,
 }
 
 _INTERFACE = re.compile(r"export interface (\w+) \{(.*?)\n\}", re.S)
@@ -88,7 +89,12 @@ def test_typescript_interface_matches_the_python_record(interface):
 
 def test_the_run_listing_is_the_union_of_its_kinds():
     aliases = dict(_ALIAS.findall(API_TS.read_text()))
-    assert _ts_types(aliases["IRun"], {}) == {"IListedBundle", "IListedRun", "IListedBatch"}
+    assert _ts_types(aliases["IRun"], {}) == {
+        "IListedBundle",
+        "IListedRun",
+        "IListedBatch",
+        "IListedSweep",
+    }
 
 
 def test_a_drifted_interface_is_caught():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from labkit.demo import roc_auc
 from labkit.spectra.mock import ANOMALIES
@@ -80,6 +82,17 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert (out / "survey.zarr" / "store.json").is_file()
     assert len(list((out / "survey-files").glob("*.fits"))) == 2  # 1000 spectra as coadds
     assert summary["files_match_store"] is True
+    # every training and batch run is in MLflow, with lineage to its data and notebook
+    client = MlflowClient(os.environ["LABKIT_TRACKING_URI"])
+    trained = client.get_run(summary["mlflow_train_run"])
+    assert trained.data.tags["labkit.data.store"] == str((out / "survey.zarr").resolve())
+    losses = client.get_metric_history(trained.info.run_id, "loss")
+    assert [m.step for m in losses] == list(range(1, summary["epochs"] + 1))
+    for run, run_id in zip(results["runs"], summary["mlflow_batch_runs"], strict=True):
+        tracked = client.get_run(run_id)
+        assert run["mlflow_run_id"] == run_id and tracked.info.status == "FINISHED"
+        assert tracked.data.tags["mlflow.parentRunId"] == results["mlflow"]["run_id"]
+        assert tracked.data.metrics["auc"] == pytest.approx(run["records"]["auc"])
 
     # what the terminal shows: stage headers, the anomalies with their labels, the table
     for stage in range(1, len(STAGES) + 1):

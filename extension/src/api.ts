@@ -58,6 +58,8 @@ export interface IListedRun {
   bundle: string | null;
   parameters: Record<string, unknown>;
   duration_s: number | null;
+  /** Its MLflow page: absolute on a tracking server, else relative to Jupyter's base URL. */
+  mlflow_page?: string | null;
 }
 
 /** One batch, from its results.json; `runs` counts its runs by status. */
@@ -70,10 +72,23 @@ export interface IListedBatch {
   bundle: string | null;
   runs: Record<string, unknown>;
   cluster: Record<string, unknown> | null;
+  mlflow_page?: string | null;
+}
+
+/** One Ray Tune sweep (`labkit.vae.tune`), from its sweep.json. */
+export interface IListedSweep {
+  kind: 'sweep';
+  name: string;
+  path: string;
+  created: string | null;
+  status: 'running' | 'done' | 'interrupted' | null;
+  trials: number | null;
+  best: Record<string, unknown> | null;
+  mlflow_page?: string | null;
 }
 
 /** One entry of `GET /labkit/api/runs`. */
-export type IRun = IListedBundle | IListedRun | IListedBatch;
+export type IRun = IListedBundle | IListedRun | IListedBatch | IListedSweep;
 
 /** Send a request; a non-2xx answer becomes an Error carrying the server's message. */
 export async function requestAPI<T>(endpoint: string, init: RequestInit = {}): Promise<T> {

@@ -1,6 +1,35 @@
 /** The Runs section: frozen bundles, runs and batches, as `GET /labkit/api/runs` lists them. */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
 import { IRun } from './api';
 import { h } from './dom';
+
+/** A run's MLflow page as a link target: a server's page as it is, a local one under Jupyter. */
+export function mlflowHref(page: string): string {
+  if (/^https?:\/\//.test(page)) {
+    return page;
+  }
+  return URLExt.join(ServerConnection.makeSettings().baseUrl, page);
+}
+
+function mlflowLink(run: IRun): HTMLElement | null {
+  const page = 'mlflow_page' in run ? run.mlflow_page : null;
+  if (!page) {
+    return null;
+  }
+  return h(
+    'a',
+    {
+      className: 'labkit-run-mlflow',
+      href: mlflowHref(page),
+      target: '_blank',
+      rel: 'noopener',
+      title: 'this run in MLflow'
+    },
+    'MLflow'
+  );
+}
 
 function when(created: unknown): string {
   if (typeof created !== 'string' || !created) {
@@ -35,7 +64,8 @@ function renderRun(run: IRun): HTMLElement {
       h('span', { className: 'labkit-run-name' }, name),
       status
         ? h('span', { className: `labkit-run-status labkit-run-status-${status}` }, status)
-        : null
+        : null,
+      mlflowLink(run)
     ),
     h(
       'div',

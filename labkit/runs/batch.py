@@ -24,6 +24,7 @@ from labkit.runs.bundle import BATCH_RESULTS, Bundle, load_bundle, now_iso, stam
 from labkit.runs.execute import execute_task, make_task, result_entry
 from labkit.runs.parameters import check_grid
 from labkit.runs.results import RUN_STATUSES, BatchCluster, BatchEntry, BatchStatus
+from labkit.runs.run_tracking import RunTracking, kernel_env
 from labkit.runs.ship import ship_data
 
 RUNS_FOLDER = "runs"
@@ -93,11 +94,19 @@ class _Batch:
         combos = expand_grid(grid)
         self.out_dir, self.progress = out_dir, progress
         self.tasks = [make_task(bundle, params, index) for index, params in enumerate(combos)]
-        for task in self.tasks:
+        self.tracking = RunTracking.for_batch(bundle, grid, len(combos))
+        self.tracked = [self.tracking.start(_slug(i, p), p) for i, p in enumerate(combos)]
+        for task, tracked in zip(self.tasks, self.tracked, strict=True):
             task["source"] = str(bundle.notebook_path)
+            task["env"] = kernel_env(tracked)
         self.entries = [
-            BatchEntry(parameters=dict(params), status="pending", index=i)
-            for i, params in enumerate(combos)
+            BatchEntry(
+                parameters=dict(params),
+                status="pending",
+                index=i,
+                mlflow_run_id=tracked.run_id if tracked is not None else None,
+            )
+            for (i, params), tracked in zip(enumerate(combos), self.tracked, strict=True)
         ]
         self.created = now_iso()
         self.start = time.perf_counter()
@@ -128,9 +137,14 @@ class _Batch:
                 for entry in self.entries:
                     if entry.status in ("pending", "lost"):
                         entry.status = "cancelled"
-                self._save("interrupted")
+                        self.tracking.finish(self.tracked[entry.index], entry, None)
+                self.tracking.close(self._save("interrupted"), interrupted=True)
                 raise
+        for entry in self.entries:
+            if entry.status == "lost":  # lost on its last attempt too
+                self.tracking.finish(self.tracked[entry.index], entry, None)
         summary = self._save("done")
+        self.tracking.close(summary)
         return BatchResult(self.out_dir, [entry.to_json() for entry in self.entries], summary)
 
     def _round(self, todo: list[int], bar) -> list[int]:
@@ -173,7 +187,10 @@ class _Batch:
             notebook = f"{RUNS_FOLDER}/{_slug(index, entry.parameters)}.ipynb"
             (self.out_dir / notebook).write_text(outcome["notebook"])
         finished = result_entry(outcome, entry.parameters, notebook)
+        finished.mlflow_run_id = entry.mlflow_run_id
         self.entries[index] = BatchEntry(**asdict(finished), index=index, attempts=entry.attempts)
+        where = self.out_dir / notebook if notebook is not None else None
+        self.tracking.finish(self.tracked[index], finished, where)
 
     def _save(self, status: BatchStatus) -> dict[str, Any]:
         counts = {
@@ -196,6 +213,7 @@ class _Batch:
                 "cluster": asdict(cluster),
                 "grid": self.grid,
                 "retries": self.retries,
+                "mlflow": self.tracking.reference(self.tracking.parent),
                 "summary": summary,
                 "runs": [entry.to_json() for entry in self.entries],
             },

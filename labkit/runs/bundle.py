@@ -24,6 +24,7 @@ MANIFEST = "manifest.json"
 LOCK = "requirements.lock"
 RUN_RESULT = "result.json"
 BATCH_RESULTS = "results.json"
+SWEEP_FILE = "sweep.json"  # a Ray Tune sweep's folder (labkit.vae.tune)
 FORMAT_VERSION = 1
 
 

@@ -26,9 +26,11 @@ from labkit.runs.bundle import (
     stamp,
     write_json,
 )
+from labkit.runs.kernel_env import kernel_manager_with_env
 from labkit.runs.parameters import check_values
 from labkit.runs.records import records_in
 from labkit.runs.results import RunEntry, RunStatus
+from labkit.runs.run_tracking import RunTracking, kernel_env, usable_here
 from labkit.runs.ship import shipped_folder, unseen_files
 
 
@@ -42,6 +44,7 @@ class RunResult:
     duration_s: float
     parameters: dict[str, Any]
     records: dict[str, Any]
+    mlflow_run_id: str | None = None
 
     @property
     def notebook(self) -> Path:
@@ -98,6 +101,8 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
         outcome["duration_s"] = time.perf_counter() - start
         return outcome
     notebook = nbformat.reads(task["notebook"], as_version=4)
+    env = usable_here(task.get("env") or {})
+    kernel = {"kernel_manager_class": kernel_manager_with_env(env)} if env else {}
     executed = None
     with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch:
         output = os.path.join(scratch, NOTEBOOK)
@@ -112,6 +117,7 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
                 progress_bar=progress,
                 request_save_on_cell_execute=False,
                 resources={"metadata": {"path": working_dir}},
+                **kernel,
             )
             outcome["status"] = "ok"
         except PapermillExecutionError as exc:
@@ -149,16 +155,30 @@ def run(
     created = now_iso()
     task = make_task(bundle, values)
     task["source"] = str(bundle.notebook_path)
+    tracking = RunTracking.for_run(bundle)
+    tracked = tracking.start(out_dir.name, values)
+    task["env"] = kernel_env(tracked)
     outcome = execute_task(task, progress=progress)
     entry = result_entry(outcome, values, notebook=NOTEBOOK)
+    entry.mlflow_run_id = tracked.run_id if tracked is not None else None
     if outcome["notebook"] is not None:
         (out_dir / NOTEBOOK).write_text(outcome["notebook"])
+    tracking.finish(tracked, entry, out_dir / NOTEBOOK)
     write_json(
         out_dir / RUN_RESULT,
         {"kind": "run", "bundle": str(bundle.path), "name": bundle.name, "created": created}
-        | asdict(entry),
+        | asdict(entry)
+        | {"mlflow": tracking.reference(tracked)},
     )
-    return RunResult(out_dir, entry.status, entry.error, entry.duration_s, values, entry.records)
+    return RunResult(
+        out_dir,
+        entry.status,
+        entry.error,
+        entry.duration_s,
+        values,
+        entry.records,
+        entry.mlflow_run_id,
+    )
 
 
 def result_entry(

@@ -1,4 +1,4 @@
-"""Frozen bundles, runs and batches under a folder: the data behind ``%labkit runs`` and
+"""Frozen bundles, runs, batches and sweeps under a folder: the data behind ``%labkit runs`` and
 ``GET /labkit/api/runs``.
 
 Each entry is plain JSON, the form of a ``ListedBundle``, ``ListedRun`` or ``ListedBatch``
@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from labkit.runs.bundle import BATCH_RESULTS, MANIFEST, NOTEBOOK, RUN_RESULT
+from labkit.runs.bundle import BATCH_RESULTS, MANIFEST, NOTEBOOK, RUN_RESULT, SWEEP_FILE
 from labkit.runs.results import BatchStatus, RunStatus
+from labkit.tracking.ui import run_page
 
 RUNS_DIR_ENV = "LABKIT_RUNS_DIR"
 
@@ -46,6 +47,7 @@ class ListedRun:
     bundle: str | None
     parameters: dict[str, Any]
     duration_s: float | None
+    mlflow_page: str | None = None  # its MLflow run page (see labkit.tracking.ui)
 
 
 @dataclass
@@ -60,6 +62,21 @@ class ListedBatch:
     bundle: str | None
     runs: dict[str, Any]
     cluster: dict[str, Any] | None
+    mlflow_page: str | None = None  # its MLflow run page (see labkit.tracking.ui)
+
+
+@dataclass
+class ListedSweep:
+    """One Ray Tune sweep (``labkit.vae.tune``), from its sweep.json."""
+
+    kind: Literal["sweep"]
+    name: str
+    path: str
+    created: str | None
+    status: Literal["running", "done", "interrupted"] | None
+    trials: int | None
+    best: dict[str, Any] | None
+    mlflow_page: str | None = None
 
 
 _SKIP = {"node_modules", "__pycache__", ".git", ".ipynb_checkpoints"}
@@ -92,7 +109,9 @@ def list_runs(root: str | os.PathLike | None = None, *, depth: int = 4) -> RunsT
     return RunsTable(entries)
 
 
-def _describe(folder: Path, files: set[str]) -> ListedBundle | ListedRun | ListedBatch | None:
+def _describe(
+    folder: Path, files: set[str]
+) -> ListedBundle | ListedRun | ListedBatch | ListedSweep | None:
     if MANIFEST in files and NOTEBOOK in files:
         manifest = _read(folder / MANIFEST)
         if manifest is None or "working_dir" not in manifest:
@@ -107,6 +126,20 @@ def _describe(folder: Path, files: set[str]) -> ListedBundle | ListedRun | Liste
             parameters={p["name"]: p.get("default") for p in manifest.get("parameters", [])},
             data_files=len(manifest.get("data_files", [])),
         )
+    if SWEEP_FILE in files:
+        sweep = _read(folder / SWEEP_FILE)
+        if sweep is None or sweep.get("kind") != "sweep":
+            return None
+        return ListedSweep(
+            kind="sweep",
+            name=str(sweep.get("name") or folder.name),
+            path=str(folder),
+            created=sweep.get("created"),
+            status=sweep.get("status"),
+            trials=sweep.get("num_samples"),
+            best=sweep.get("best"),
+            mlflow_page=run_page(sweep.get("mlflow")),
+        )
     for name, kind in ((BATCH_RESULTS, "batch"), (RUN_RESULT, "run")):
         if name in files:
             result = _read(folder / name)
@@ -119,6 +152,7 @@ def _describe(folder: Path, files: set[str]) -> ListedBundle | ListedRun | Liste
                 "status": result.get("status"),
                 "bundle": result.get("bundle"),
             }
+            common["mlflow_page"] = run_page(result.get("mlflow"))
             if kind == "batch":
                 runs, cluster = result.get("summary", {}), result.get("cluster")
                 return ListedBatch(kind="batch", **common, runs=runs, cluster=cluster)
@@ -136,6 +170,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _details(entry: dict[str, Any]) -> str:
+    if entry["kind"] == "sweep":
+        best = entry.get("best") or {}
+        shown = f"; best val_loss {best['val_loss']:.4g}" if best.get("val_loss") else ""
+        return f"{entry.get('trials')} trials{shown}"
     if entry["kind"] == "batch":
         runs = entry.get("runs", {})
         counts = ", ".join(f"{k} {v}" for k, v in runs.items() if k != "duration_s" and v)

@@ -31,6 +31,7 @@ class RunEntry:
     worker_host: str | None = None
     records: dict[str, Any] = field(default_factory=dict)
     notebook: str | None = None
+    mlflow_run_id: str | None = None  # its MLflow run (None: tracking off)
 
 
 @dataclass

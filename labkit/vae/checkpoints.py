@@ -35,6 +35,7 @@ EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "config.json"
+TRACKING_FILE = "tracking.json"  # the MLflow run this training logs to, for resume
 DEFAULT_ROOT = Path("vae-checkpoints")
 
 
@@ -77,7 +78,7 @@ class CheckpointStore:
         self.path.mkdir(parents=True, exist_ok=True)
         for epoch in self.epochs():
             self.epoch_path(epoch).unlink(missing_ok=True)
-        for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE):
+        for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, TRACKING_FILE):
             (self.path / name).unlink(missing_ok=True)
 
     def write_config(self, config: dict[str, Any], wave: np.ndarray, backend: str) -> None:
@@ -96,6 +97,17 @@ class CheckpointStore:
             if old not in (epoch, best_epoch):
                 self.epoch_path(old).unlink(missing_ok=True)
         return path
+
+    def write_tracking(self, uri: str, run_id: str) -> None:
+        _write_text(self.path / TRACKING_FILE, json.dumps({"uri": uri, "run_id": run_id}) + "\n")
+
+    def tracking(self) -> dict[str, str] | None:
+        """The MLflow run (``uri``, ``run_id``) an earlier start of this run logged to."""
+        path = self.path / TRACKING_FILE
+        try:
+            return json.loads(path.read_text()) if path.exists() else None
+        except ValueError:
+            return None
 
     def history(self) -> list[dict]:
         path = self.path / HISTORY_FILE

@@ -269,7 +269,10 @@ class StoreSource(ChunkSource):
 
 
 def chunk_source(spectra: Any) -> ChunkSource:
-    """A ``SpectraStore`` as a ``StoreSource``; anything else checked by ``training_arrays``."""
+    """A ``SpectraStore`` as a ``StoreSource``; anything else checked by ``training_arrays``.
+    A ``ChunkSource`` (what a sweep's trials receive) is used as it is."""
+    if isinstance(spectra, ChunkSource):
+        return spectra
     if is_store(spectra):
         return StoreSource(spectra)
     return ArraySource(training_arrays(spectra))

@@ -18,6 +18,7 @@ import torch
 
 from labkit.clusters import Cluster, ClusterSpec, using_cluster
 from labkit.errors import ParameterError
+from labkit.tracking import open_tracker
 from labkit.vae import loop
 from labkit.vae.checkpoints import CheckpointStore, latest_run_dir, new_run_dir
 from labkit.vae.config import TrainConfig
@@ -31,6 +32,12 @@ from labkit.vae.data import (
 )
 from labkit.vae.job import TrainJob
 from labkit.vae.model import SpectrumVAE
+from labkit.vae.train_tracking import (
+    close_training_run,
+    fail_training_run,
+    log_epoch,
+    open_training_run,
+)
 from labkit.vae.trainers import IN_PROCESS, trainer
 
 POPULATION_SAMPLE = 4000  # training spectra the anomaly statistics (and the PCA start) use
@@ -47,6 +54,7 @@ class TrainResult:
     config: TrainConfig
     stopped: bool = False  # a stop was requested before the run finished
     best_epoch: int = 0
+    mlflow_run_id: str | None = None  # the MLflow run it logged to (None: tracking off)
 
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
@@ -80,8 +88,10 @@ def train(
     after every epoch; ``resume=True`` continues from its latest one (default: the
     newest run under ``./vae-checkpoints``). ``callback(record)`` sees each epoch's record;
     setting ``stop`` (a ``threading.Event``) ends the run after the current epoch, as does
-    Ctrl-C (which is then re-raised). Raises ``TrainingDataError``, ``ParameterError``,
-    ``CheckpointError`` or ``TrainingError`` naming what is wrong.
+    Ctrl-C (which is then re-raised). Each training is one MLflow run (DESIGN §12:
+    parameters, per-epoch losses, the model file; ``result.mlflow_run_id``). Raises
+    ``TrainingDataError``, ``ParameterError``, ``CheckpointError`` or ``TrainingError``
+    naming what is wrong.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -105,6 +115,7 @@ def _train(
 ) -> TrainResult:
     backend = cluster.backend if cluster is not None else IN_PROCESS
     run = trainer(backend)  # refuse an unknown backend before any file is written
+    tracker = open_tracker()  # and a tracking URI that cannot work
     if resume:
         run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else latest_run_dir()
     else:
@@ -119,15 +130,22 @@ def _train(
     job = TrainJob(source, train_index, val_index, config, loop.pack(state))
     history = list(state["history"])
     stop = stop if stop is not None else threading.Event()
-    recorder = _Recorder(store, history, config, progress, callback, desc=f"VAE ({backend})")
-    if not loop.finished(state, config):
-        with recorder:
-            run(job, recorder, stop, cluster, store.path)
-    model = SpectrumVAE.from_payload(*store.best_payload())
-    model.fit_population(sample(source, train_index, config.seed, POPULATION_SAMPLE))
-    store.write_model(model)
+    tracked = open_training_run(tracker, store, config, source, backend, resume)
+    recorder = _Recorder(
+        store, history, config, progress, callback, desc=f"VAE ({backend})", tracked=tracked
+    )
+    try:
+        if not loop.finished(state, config):
+            with recorder:
+                run(job, recorder, stop, cluster, store.path)
+        model = SpectrumVAE.from_payload(*store.best_payload())
+        model.fit_population(sample(source, train_index, config.seed, POPULATION_SAMPLE))
+        model_file = store.write_model(model)
+    except BaseException as exc:
+        fail_training_run(tracked, exc)
+        raise
     final = store.latest_state() if store.epochs() else state
-    return TrainResult(
+    result = TrainResult(
         history=history,
         model=model,
         checkpoint_dir=store.path.resolve(),
@@ -135,7 +153,10 @@ def _train(
         config=config,
         stopped=stop.is_set() and not loop.finished(final, config),
         best_epoch=int(final["best_epoch"]),
+        mlflow_run_id=tracked.run_id if tracked is not None else None,
     )
+    close_training_run(tracked, history, result.best_epoch, model_file, result.stopped)
+    return result
 
 
 def _fresh_state(
@@ -164,9 +185,10 @@ def _resumed_state(
 class _Recorder:
     """Receives each epoch's report: checkpoint, history, progress bar, user callback."""
 
-    def __init__(self, store, history, config, progress, callback, desc):
+    def __init__(self, store, history, config, progress, callback, desc, tracked=None):
         self.store, self.history, self.callback = store, history, callback
         self.config, self.progress, self.desc = config, progress, desc
+        self.tracked = tracked
         self.bar = None
 
     def __enter__(self) -> _Recorder:
@@ -188,6 +210,7 @@ class _Recorder:
         record = dict(report["record"])
         self.history.append(record)
         self.store.write_epoch(record["epoch"], report["state"], report["best_epoch"], self.history)
+        log_epoch(self.tracked, record)
         self.bar.update(1)
         shown = {"loss": f"{record['loss']:.4g}"}
         if record["val_loss"] is not None:

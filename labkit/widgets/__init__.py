@@ -9,6 +9,7 @@ from typing import Any
 
 _PANELS = {
     "TrainPanel": "labkit.widgets.train_panel",
+    "TunePanel": "labkit.widgets.tune_panel",
     "SearchPanel": "labkit.widgets.search_panel",
 }
 

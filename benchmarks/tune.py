@@ -1,0 +1,168 @@
+"""Ray Tune sweeps with ASHA against full-length sweeps, and what MLflow tracking costs.
+
+asha_wall_ratio: wall time of one sweep of 16 trials with ASHA / the same 16 trials (one grid,
+so both sides try the same settings) each run to max_epochs without early stopping
+(target <= 0.5); asha_best_gap: (best val_loss with ASHA - best without) / best without
+(target <= 0.02). tracking_overhead_ratio: one in-process training with tracking on / off
+(interleaved repeats, the same seed; target <= 1.05); batch_tracking_overhead_ratio: the same
+for a batch of 8 runs on a 2-worker local Dask cluster (target <= 1.1). Both sides of every
+ratio run in this process, on an embedded local cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from batch import write_notebook  # noqa: E402
+from report import print_table, write_results  # noqa: E402
+
+GRID = (900.0, 9800.0, 2e-3)  # ~520 rest-frame pixels: a sweep's worth of small trainings
+SPACE_GRID = {"lr": [3e-4, 1e-3, 3e-3, 1e-2], "latent_dim": [2, 4, 8, 16]}  # 16 trials
+
+
+def spectra(n: int):
+    from labkit.spectra import mock_survey, preprocess, rest_grid
+
+    observed = mock_survey(n, anomaly_fraction=0.02, seed=11)
+    return preprocess(observed, grid=rest_grid(*GRID[:2], GRID[2]), cluster=False, progress=False)
+
+
+@contextmanager
+def tracking(on: bool, folder: Path):
+    before = os.environ.get("LABKIT_TRACKING")
+    os.environ["LABKIT_TRACKING"] = "on" if on else "off"
+    os.environ["LABKIT_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    try:
+        yield
+    finally:
+        os.environ.pop("LABKIT_TRACKING", None)
+        if before is not None:
+            os.environ["LABKIT_TRACKING"] = before
+
+
+def measure_sweeps(data, work: Path, max_epochs: int) -> dict[str, float]:
+    from ray import tune as ray_tune
+
+    import labkit
+    from labkit.vae import TrainConfig, tune
+
+    base = TrainConfig(hidden=(128, 64), batch_size=64, kl_warmup=2, threads=1, seed=3)
+    space = {name: ray_tune.grid_search(values) for name, values in SPACE_GRID.items()}
+    labkit.connect(backend="ray")
+    out: dict[str, float] = {}
+    try:
+        for scheduler in ("asha", None):
+            start = time.perf_counter()
+            result = tune(
+                data,
+                space,
+                num_samples=1,
+                scheduler=scheduler,
+                max_epochs=max_epochs,
+                base=base,
+                storage_path=work / "sweeps",
+                name=scheduler or "fifo",
+            )
+            label = scheduler or "fifo"
+            out[f"{label}_s"] = time.perf_counter() - start
+            out[f"{label}_best_val_loss"] = float(result.best_result["val_loss"])
+            out[f"{label}_epochs"] = float(result.trials["epoch"].sum())
+    finally:
+        labkit.disconnect()
+    return out
+
+
+def measure_training(data, work: Path, repeats: int) -> dict[str, float]:
+    from labkit.vae import TrainConfig, train
+
+    config = TrainConfig(hidden=(256, 128), batch_size=64, epochs=6, kl_warmup=2, seed=1)
+    timings: dict[str, list[float]] = {"on": [], "off": []}
+    for i in range(repeats + 1):  # the first pair warms both paths (imports, the store)
+        for on in (True, False):
+            with tracking(on, work):
+                start = time.perf_counter()
+                train(
+                    data, config, cluster=False, checkpoint_dir=work / f"t-{i}-{on}", progress=False
+                )
+                if i:
+                    timings["on" if on else "off"].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def measure_batches(work: Path, repeats: int) -> dict[str, float]:
+    import labkit
+    from labkit.runs import batch, freeze
+
+    source = write_notebook(work / "project" / "analysis.ipynb")
+    bundle = freeze(source, name="analysis", out=work / "bundles")
+    timings: dict[str, list[float]] = {"on": [], "off": []}
+    labkit.connect(backend="dask", workers=2)
+    try:
+        for i in range(repeats + 1):
+            for on in (True, False):
+                with tracking(on, work):
+                    start = time.perf_counter()
+                    result = batch(
+                        bundle, {"seed": list(range(8))}, out=work / f"b-{i}-{on}", progress=False
+                    )
+                    assert result.ok, result.failed
+                    if i:
+                        timings["on" if on else "off"].append(time.perf_counter() - start)
+    finally:
+        labkit.disconnect()
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller data, fewer repeats")
+    args = parser.parse_args()
+    n, max_epochs, repeats = (1500, 9, 2) if args.quick else (3000, 18, 3)
+    with tempfile.TemporaryDirectory(prefix="labkit-bench-tune-") as tmp:
+        work = Path(tmp)
+        data = spectra(n)
+        sweeps = measure_sweeps(data, work, max_epochs)
+        training = measure_training(data, work, repeats)
+        batches = measure_batches(work, repeats)
+    metrics = {
+        "asha_wall_ratio": sweeps["asha_s"] / sweeps["fifo_s"],
+        "asha_best_gap": (sweeps["asha_best_val_loss"] - sweeps["fifo_best_val_loss"])
+        / sweeps["fifo_best_val_loss"],
+        "tracking_overhead_ratio": training["on"] / training["off"],
+        "batch_tracking_overhead_ratio": batches["on"] / batches["off"],
+        **{f"sweep_{key}": value for key, value in sweeps.items()},
+        "train_tracked_s": training["on"],
+        "train_untracked_s": training["off"],
+        "batch_tracked_s": batches["on"],
+        "batch_untracked_s": batches["off"],
+        "spectra": n,
+        "max_epochs": max_epochs,
+    }
+    metrics = {key: round(float(value), 4) for key, value in metrics.items()}
+    write_results("tune", args.quick, metrics)
+    print_table(
+        f"sweeps of 16 trials x {max_epochs} epochs on {n} spectra; tracking on/off (seconds)",
+        [
+            ("sweep: ASHA / full", sweeps["asha_s"], sweeps["fifo_s"], "<= 0.5"),
+            (
+                "best val_loss: ASHA / full",
+                sweeps["asha_best_val_loss"],
+                sweeps["fifo_best_val_loss"],
+                "<= 1.02",
+            ),
+            ("training: tracked / not", training["on"], training["off"], "<= 1.05"),
+            ("batch of 8: tracked / not", batches["on"], batches["off"], "<= 1.1"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
