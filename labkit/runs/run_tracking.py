@@ -85,19 +85,17 @@ class RunTracking:
         if tracked is None:
             return
         logged = tracked.metric_keys()
-        tracked.log_metrics(
-            {
+        tracked.log(
+            metrics={
                 name: value
                 for name, value in {**entry.records, "duration_s": entry.duration_s}.items()
                 if name not in logged
-            }
+            },
+            tags={"labkit.status": entry.status, "labkit.worker_host": entry.worker_host}
+            | ({"labkit.error": entry.error[:5000]} if entry.error else {}),
         )
         if notebook is not None and notebook.is_file():
             tracked.log_artifact(notebook)
-        tracked.set_tags(
-            {"labkit.status": entry.status, "labkit.worker_host": entry.worker_host}
-            | ({"labkit.error": entry.error[:5000]} if entry.error else {})
-        )
         tracked.end(_STATUS.get(entry.status, "FAILED"))
 
     def close(self, summary: Mapping[str, Any], interrupted: bool = False) -> None:

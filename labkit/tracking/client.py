@@ -148,30 +148,43 @@ class TrackedRun:
     def uri(self) -> str:
         return self.tracker.uri
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(metric_key(k), str(v)[:_PARAM_CHARS]) for k, v in params.items()]
-        self._call("log parameters", lambda c: c.log_batch(self.run_id, params=items))
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
-        """Numbers among ``metrics`` (bools, strings and None are skipped) at ``step``."""
-        from mlflow.entities import Metric
+    def log(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> None:
+        """One write: numbers among ``metrics`` at ``step`` (bools, strings and None are
+        skipped), ``params`` and ``tags`` (None values skipped)."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        items = [
+        metric_items = [
             Metric(metric_key(k), float(v), now, int(step))
-            for k, v in metrics.items()
+            for k, v in (metrics or {}).items()
             if is_number(v)
         ]
-        if items:
-            self._call("log metrics", lambda c: c.log_batch(self.run_id, metrics=items))
+        param_items = [
+            Param(metric_key(k), str(v)[:_PARAM_CHARS]) for k, v in (params or {}).items()
+        ]
+        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None]
+        if metric_items or param_items or tag_items:
+            self._call(
+                "log to the run",
+                lambda c: c.log_batch(
+                    self.run_id, metrics=metric_items, params=param_items, tags=tag_items
+                ),
+            )
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.log(params=params)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
+        self.log(metrics=metrics, step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-        self._call("set tags", lambda c: c.log_batch(self.run_id, tags=items))
+        self.log(tags=tags)
 
     def log_artifact(self, path: str | os.PathLike, folder: str | None = None) -> None:
         local = str(path)

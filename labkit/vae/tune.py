@@ -272,6 +272,7 @@ class _Sweep:
                         mode="min",
                         num_samples=self.num_samples,
                         scheduler=self._scheduler(),
+                        reuse_actors=True,  # a new trial in a warm process: no import per trial
                     ),
                     run_config=ray_tune.RunConfig(
                         name=folder.name,
@@ -313,7 +314,7 @@ class _Sweep:
         return ASHAScheduler(
             time_attr="epoch",
             max_t=self.max_epochs,
-            grace_period=max(1, self.max_epochs // 8),
+            grace_period=max(1, self.max_epochs // 4),  # earlier rungs rank on noise
             reduction_factor=3,
         )
 
