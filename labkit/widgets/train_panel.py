@@ -10,7 +10,6 @@ spectra are drawn over their reconstructions.
 from __future__ import annotations
 
 import html
-import threading
 from typing import Any
 
 import ipywidgets as widgets
@@ -19,11 +18,12 @@ import numpy as np
 from labkit.clusters import ClusterSpec, choose_cluster
 from labkit.clusters.backends import known_backends
 from labkit.clusters.spec import IN_PROCESS
-from labkit.errors import LabkitError, ParameterError
+from labkit.errors import ParameterError
 from labkit.spectra import concatenate
 from labkit.spectra.store import is_store
 from labkit.vae import TrainConfig, TrainResult, train
 from labkit.vae.data import TrainingArrays, training_arrays
+from labkit.widgets.background import BackgroundJob
 
 _LABELS = {"ray": "Ray (Ray Train)", "dask": "Dask (one worker)"}
 BACKENDS = [
@@ -56,13 +56,15 @@ def _user_namespace() -> dict[str, Any]:
     return shell.user_ns if shell is not None else {}
 
 
-class TrainPanel:
+class TrainPanel(BackgroundJob):
     """The training launcher that ``%labkit train`` shows.
 
     Drive it from Python as from the screen: set ``data``/``latent``/``epochs``/``backend``
     widgets' values, then ``start()``, ``stop()``, ``wait()``. ``result`` holds the
     ``TrainResult`` when a run ends, ``error`` the message when it failed.
     """
+
+    stopping = "stopping after this epoch…"  # its checkpoints stay resumable
 
     def __init__(
         self,
@@ -79,8 +81,7 @@ class TrainPanel:
         self.result: TrainResult | None = None
         self.error: str | None = None
         self.history: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_job()
 
         self.data = widgets.Dropdown(description="spectra")
         self.refresh_button = widgets.Button(description="↻", layout={"width": "36px"})
@@ -160,10 +161,6 @@ class TrainPanel:
                 )
             self.backend.value = backend
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def config(self) -> TrainConfig:
         return self.base_config.replace(latent_dim=self.latent.value, epochs=self.epochs.value)
 
@@ -178,35 +175,13 @@ class TrainPanel:
         config = self.config()
         cluster = self._cluster()
         self.result, self.error, self.history = None, None, []
-        self._stop.clear()
         self.progress.max, self.progress.value = config.epochs, 0
         self.progress.description = "epoch 0"
         self.loss_pane.object = None
         self.recon_pane.object = None
         self.start_button.disabled, self.stop_button.disabled = True, False
         self._say(f"training on {html.escape(name)} ({len(spectra)} spectra)…")
-        self._thread = threading.Thread(
-            target=self._run, args=(spectra, config, cluster), name="labkit-train", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the run to end after the current epoch (its checkpoints stay resumable)."""
-        self._stop.set()
-        if self.running:
-            self._say("stopping after this epoch…")
-
-    def wait(self, timeout: float | None = None) -> TrainResult | None:
-        """Block until the run ends (or ``timeout`` s pass); the result, if there is one."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.result
-
-    def _start_from_screen(self) -> None:
-        try:
-            self.start()
-        except LabkitError as exc:
-            self._say(str(exc), error=True)
+        self._launch(self._run, (spectra, config, cluster), "labkit-train")
 
     def _cluster(self) -> ClusterSpec:
         """Where to train, as ``train`` takes it; a backend choice connects here, on the
@@ -268,14 +243,6 @@ class TrainPanel:
             _overlay(subset, i, recon[i], f"spectrum {row}") for i, row in enumerate(rows.tolist())
         ]
         self.recon_pane.object = hv.Layout(plots).cols(1)
-
-    def _say(self, message: str, error: bool = False) -> None:
-        color = "#b00020" if error else "inherit"
-        self.status.value = f"<span style='color:{color}'>{message}</span>"
-
-    # -- display ----------------------------------------------------------------------------
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def _loss_plot(frame, columns: list[str]):

@@ -15,8 +15,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from labkit.errors import LabkitError, ParameterError
+from labkit.errors import ParameterError
 from labkit.vae import TrainConfig, TuneResult, tune
+from labkit.widgets.background import BackgroundJob
 from labkit.widgets.train_panel import _user_namespace, spectra_variables
 
 DEFAULT_SPACE = "lr: 3e-4, 1e-3, 3e-3\nlatent_dim: 8, 16"
@@ -47,13 +48,15 @@ def parse_space(text: str) -> dict[str, list[Any]]:
     return space
 
 
-class TunePanel:
+class TunePanel(BackgroundJob):
     """The sweep launcher that ``%labkit tune`` shows.
 
     From Python as from the screen: set the widgets' values, then ``start()``, ``stop()``,
     ``wait()``. ``result`` holds the ``TuneResult`` when the sweep ends, ``error`` the
     message when it failed; ``records`` every trial's epochs so far.
     """
+
+    stopping = "stopping the sweep…"
 
     def __init__(
         self,
@@ -71,8 +74,7 @@ class TunePanel:
         self.result: TuneResult | None = None
         self.error: str | None = None
         self.records: dict[str, list[dict[str, Any]]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_job()
         self._lock = threading.Lock()
 
         self.data = widgets.Dropdown(description="spectra")
@@ -114,10 +116,6 @@ class TunePanel:
         if not names:
             self._say("no preprocessed spectra in this notebook yet: run labkit.spectra.preprocess")
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def start(self) -> None:
         """Check the form, then run the sweep in a background thread."""
         if self.running:
@@ -127,31 +125,11 @@ class TunePanel:
             raise ParameterError("pick the spectra to tune on (a variable of this notebook)")
         space = parse_space(self.space.value)
         self.result, self.error, self.records = None, None, {}
-        self._stop.clear()
         self.progress.max, self.progress.value = self.samples.value, 0
         self.curves.object, self.best.value = None, ""
         self.start_button.disabled, self.stop_button.disabled = True, False
         self._say(f"sweeping {len(space)} field(s) on {html.escape(name)}…")
-        self._thread = threading.Thread(
-            target=self._run, args=(self.namespace[name], space), name="labkit-tune", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.running:
-            self._say("stopping the sweep…")
-
-    def wait(self, timeout: float | None = None) -> TuneResult | None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.result
-
-    def _start_from_screen(self) -> None:
-        try:
-            self.start()
-        except LabkitError as exc:
-            self._say(html.escape(str(exc)), error=True)
+        self._launch(self._run, (self.namespace[name], space), "labkit-tune")
 
     def _run(self, spectra: Any, space: dict[str, list[Any]]) -> None:
         try:
@@ -195,13 +173,6 @@ class TunePanel:
 
         rows = [{"trial": t, **r} for t, records in self.records.items() for r in records]
         return pd.DataFrame(rows)
-
-    def _say(self, message: str, error: bool = False) -> None:
-        color = "#b00020" if error else "inherit"
-        self.status.value = f"<span style='color:{color}'>{message}</span>"
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def _curves(frame):
