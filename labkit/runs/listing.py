@@ -1,8 +1,8 @@
 """Frozen bundles, runs, batches and sweeps under a folder: the data behind ``%labkit runs`` and
 ``GET /labkit/api/runs``.
 
-Each entry is plain JSON, the form of a ``ListedBundle``, ``ListedRun`` or ``ListedBatch``
-(mirrored by the extension's ``IRun`` in extension/src/api.ts).
+Each entry is plain JSON, the form of a ``ListedBundle``, ``ListedRun``, ``ListedBatch`` or
+``ListedSweep`` (mirrored by the extension's ``IRun`` in extension/src/api.ts).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _describe(
             path=str(folder),
             created=sweep.get("created"),
             status=sweep.get("status"),
-            trials=sweep.get("num_samples"),
+            trials=sweep.get("trials") or sweep.get("num_samples"),
             best=sweep.get("best"),
             mlflow_page=run_page(sweep.get("mlflow")),
         )

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from labkit.tracking.uri import is_server, tracking_uri
+from labkit.tracking.uri import DEFAULT_DB, is_server, runs_folder, sqlite_uri, tracking_uri
 
 PROXY_PATH = "mlflow"  # under the Jupyter server's base URL
 
@@ -38,7 +38,8 @@ def mlflow_proxy() -> dict[str, Any]:
     """jupyter-server-proxy's settings for the MLflow UI over this server's tracking store."""
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     uri = tracking_uri()
-    store = uri if not is_server(uri) else tracking_uri_local()
+    # behind a tracking server the UI to open is the server's own; this one shows the local store
+    store = sqlite_uri(runs_folder() / DEFAULT_DB) if is_server(uri) else uri
     return {
         "command": [
             mlflow,
@@ -61,10 +62,3 @@ def mlflow_proxy() -> dict[str, Any]:
         "environment": {"MLFLOW_DISABLE_TELEMETRY": "true"},
         "launcher_entry": {"enabled": True, "title": "MLflow"},
     }
-
-
-def tracking_uri_local() -> str:
-    """The local store a server URI stands in front of when the UI must be local anyway."""
-    from labkit.tracking.uri import DEFAULT_DB, runs_folder, sqlite_uri
-
-    return sqlite_uri(runs_folder() / DEFAULT_DB)

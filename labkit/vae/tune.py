@@ -290,7 +290,8 @@ class _Sweep:
             raise
         finally:
             bar.close()
-        record.write("interrupted" if result.stopped else "done", result.best_result)
+        status = "interrupted" if result.stopped else "done"
+        record.write(status, result.best_result, trials=len(result.trials))
         return result
 
     def _trainable(self, folder: Path):
@@ -364,7 +365,9 @@ class _SweepRecord:
             with contextlib.suppress(ValueError):
                 self.created = json.loads(earlier.read_text()).get("created") or self.created
 
-    def write(self, status: str, best: dict[str, Any] | None = None) -> None:
+    def write(
+        self, status: str, best: dict[str, Any] | None = None, trials: int | None = None
+    ) -> None:
         from labkit.runs.bundle import write_json
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -376,6 +379,7 @@ class _SweepRecord:
                 "created": self.created,
                 "status": status,
                 "num_samples": self.num_samples,
+                "trials": trials,
                 "best": best,
                 "mlflow": self.tracking.reference(),
             },
