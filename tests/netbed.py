@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import group_alive, wait_for
+from tests.conftest import group_alive, stop_process, wait_for
 
 SUBNET = "198.18.0"
 
@@ -64,14 +64,7 @@ class Host:
 
     def stop(self, proc: subprocess.Popen, timeout: float = 30) -> None:
         """Stop ``proc`` (SIGTERM, then SIGKILL) and whatever is left of its process group."""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        _kill_group(proc, timeout)
+        stop_process(proc, timeout)
         if proc in self.procs:
             self.procs.remove(proc)
 

@@ -186,6 +186,12 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.log(tags=tags)
 
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """An epoch's figures (a training's, a trial's) at ``step=record["epoch"]``."""
+        self.log(
+            metrics={k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"])
+        )
+
     def log_artifact(self, path: str | os.PathLike, folder: str | None = None) -> None:
         local = str(path)
         self._call(

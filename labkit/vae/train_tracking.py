@@ -48,8 +48,7 @@ def open_training_run(
 
 def log_epoch(tracked: TrackedRun | None, record: dict[str, Any]) -> None:
     if tracked is not None:
-        epoch = int(record["epoch"])
-        tracked.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+        tracked.log_epoch(record)
 
 
 def close_training_run(

@@ -29,10 +29,10 @@ from labkit.tracking import data_identity, open_tracker
 from labkit.tracking.uri import TRACKING_SWITCH_ENV
 from labkit.vae.config import TrainConfig
 from labkit.vae.data import chunk_source
-from labkit.vae.tune_tracking import SweepTracking
+from labkit.vae.tune_tracking import REPORTED, SweepTracking
 
 SCHEDULERS = ("asha", "fifo")
-METRICS = ("val_loss", "loss")  # what every trial reports each epoch
+METRICS = tuple(name for name in REPORTED if name != "epoch")  # what ``metric`` can name
 CHECKPOINTS = "labkit-checkpoints"  # in the sweep's folder: one labkit run folder per trial
 _FIXED = {"epochs": "max_epochs", "num_workers": "the trial's own process", "device": "Tune"}
 
@@ -203,7 +203,7 @@ def _trial(
     resume = bool(CheckpointStore(checkpoints).epochs())
 
     def report(record: dict[str, Any]) -> None:
-        ray_tune.report({k: record.get(k) for k in ("epoch", "loss", "val_loss")})
+        ray_tune.report({k: record.get(k) for k in REPORTED})
 
     before = os.environ.get(TRACKING_SWITCH_ENV)
     os.environ[TRACKING_SWITCH_ENV] = "off"  # the sweep's process logs this trial
@@ -331,7 +331,7 @@ class _Sweep:
         best = min(finished, key=lambda r: r.metrics[self.metric])
         best_result = {
             "trial_id": best.metrics.get("trial_id"),
-            **{k: best.metrics.get(k) for k in ("epoch", "loss", "val_loss")},
+            **{k: best.metrics.get(k) for k in REPORTED},
         }
         tracking.close(best_result, interrupted=stopped)
         values = {k: v for k, v in best.config.items() if k in self.param_space}

@@ -17,6 +17,7 @@ from labkit.tracking import TrackedRun, Tracker
 from labkit.tracking.ui import reference
 
 TRACKING_FILE = "labkit-tracking.json"
+REPORTED = ("epoch", "loss", "val_loss")  # what every trial reports to Tune each epoch
 
 
 class SweepTracking:
@@ -63,7 +64,7 @@ class SweepTracking:
     def trial_result(self, trial_id: str, record: Mapping[str, Any]) -> None:
         tracked = self.trials.get(trial_id)
         if tracked is not None and "epoch" in record:
-            tracked.log_metrics({k: v for k, v in record.items() if k != "epoch"}, record["epoch"])
+            tracked.log_epoch(record)
 
     def trial_ended(self, trial_id: str, status: str, tags: Mapping[str, Any]) -> None:
         tracked = self.trials.get(trial_id)

@@ -12,9 +12,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from labkit.vae.tune_tracking import SweepTracking
-
-REPORTED = ("epoch", "loss", "val_loss")
+from labkit.vae.tune_tracking import REPORTED, SweepTracking
 
 
 class _Inert:

@@ -16,6 +16,7 @@ class BackgroundJob:
     sets the flag the job watches; ``wait()`` joins it. ``status`` is an ipywidgets HTML."""
 
     result: Any = None
+    error: str | None = None  # the message of a job that failed
     stopping = "stopping…"  # what the status line says once Stop is pressed
 
     def _init_job(self) -> None:
@@ -43,8 +44,21 @@ class BackgroundJob:
 
     def _launch(self, target: Callable[..., None], args: tuple, name: str) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._guarded, args=(target, args), name=name, daemon=True
+        )
         self._thread.start()
+
+    def _guarded(self, target: Callable[..., None], args: tuple) -> None:
+        """The job on its thread: a failure is shown in the panel (the kernel keeps running),
+        and the buttons come back whatever happened."""
+        try:
+            target(*args)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._say(html.escape(self.error), error=True)
+        finally:
+            self.start_button.disabled, self.stop_button.disabled = False, True
 
     def _start_from_screen(self) -> None:
         try:

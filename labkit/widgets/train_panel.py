@@ -195,30 +195,24 @@ class TrainPanel(BackgroundJob):
 
     # -- the run (background thread) ------------------------------------------------------
     def _run(self, spectra: Any, config: TrainConfig, cluster: ClusterSpec) -> None:
-        try:
-            result = train(
-                spectra,
-                config,
-                cluster=cluster,
-                checkpoint_dir=self.checkpoint_dir,
-                progress=False,
-                callback=self._on_epoch,
-                stop=self._stop,
-            )
-            self.result = result
-            self._show_reconstructions(spectra, result)
-            last = result.history[-1] if result.history else {}
-            verb = "stopped" if result.stopped else "finished"
-            self._say(
-                f"{verb} after epoch {last.get('epoch', 0)}: loss {last.get('loss', 0):.4g}, "
-                f"val_loss {_fmt(last.get('val_loss'))}; model in "
-                f"<code>{html.escape(str(result.checkpoint_dir))}</code>"
-            )
-        except Exception as exc:  # shown in the panel; the kernel keeps running
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._say(html.escape(self.error), error=True)
-        finally:
-            self.start_button.disabled, self.stop_button.disabled = False, True
+        result = train(
+            spectra,
+            config,
+            cluster=cluster,
+            checkpoint_dir=self.checkpoint_dir,
+            progress=False,
+            callback=self._on_epoch,
+            stop=self._stop,
+        )
+        self.result = result
+        self._show_reconstructions(spectra, result)
+        last = result.history[-1] if result.history else {}
+        verb = "stopped" if result.stopped else "finished"
+        self._say(
+            f"{verb} after epoch {last.get('epoch', 0)}: loss {last.get('loss', 0):.4g}, "
+            f"val_loss {_fmt(last.get('val_loss'))}; model in "
+            f"<code>{html.escape(str(result.checkpoint_dir))}</code>"
+        )
 
     def _on_epoch(self, record: dict[str, Any]) -> None:
         import pandas as pd

@@ -72,7 +72,6 @@ class TunePanel(BackgroundJob):
         self.base = base or TrainConfig()
         self.storage_path, self.cluster = storage_path, cluster
         self.result: TuneResult | None = None
-        self.error: str | None = None
         self.records: dict[str, list[dict[str, Any]]] = {}
         self._init_job()
         self._lock = threading.Lock()
@@ -132,33 +131,27 @@ class TunePanel(BackgroundJob):
         self._launch(self._run, (self.namespace[name], space), "labkit-tune")
 
     def _run(self, spectra: Any, space: dict[str, list[Any]]) -> None:
-        try:
-            result = tune(
-                spectra,
-                space,
-                num_samples=self.samples.value,
-                scheduler=self.scheduler.value,
-                max_epochs=self.epochs.value,
-                cluster=self.cluster,
-                base=self.base,
-                storage_path=self.storage_path,
-                progress=False,
-                callback=self._on_result,
-                stop=self._stop,
-            )
-            self.result = result
-            self.progress.value = self.progress.max
-            verb = "stopped" if result.stopped else "finished"
-            values = ", ".join(f"{k}={getattr(result.best_config, k)!r}" for k in space)
-            self._say(
-                f"{verb}: best {values} (val_loss {result.best_result['val_loss']:.4g}); "
-                f"sweep in <code>{html.escape(str(result.path))}</code>"
-            )
-        except Exception as exc:  # shown in the panel; the kernel keeps running
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._say(html.escape(self.error), error=True)
-        finally:
-            self.start_button.disabled, self.stop_button.disabled = False, True
+        result = tune(
+            spectra,
+            space,
+            num_samples=self.samples.value,
+            scheduler=self.scheduler.value,
+            max_epochs=self.epochs.value,
+            cluster=self.cluster,
+            base=self.base,
+            storage_path=self.storage_path,
+            progress=False,
+            callback=self._on_result,
+            stop=self._stop,
+        )
+        self.result = result
+        self.progress.value = self.progress.max
+        verb = "stopped" if result.stopped else "finished"
+        values = ", ".join(f"{k}={getattr(result.best_config, k)!r}" for k in space)
+        self._say(
+            f"{verb}: best {values} (val_loss {result.best_result['val_loss']:.4g}); "
+            f"sweep in <code>{html.escape(str(result.path))}</code>"
+        )
 
     def _on_result(self, trial: str, record: dict[str, Any]) -> None:
         with self._lock:
@@ -175,16 +168,21 @@ class TunePanel(BackgroundJob):
         return pd.DataFrame(rows)
 
 
+def _shown_loss(frame) -> str:
+    """val_loss where trials hold data out, else the training loss."""
+    return "val_loss" if frame["val_loss"].notna().any() else "loss"
+
+
 def _curves(frame):
     import hvplot.pandas  # noqa: F401  (registers .hvplot)
 
-    column = "val_loss" if frame["val_loss"].notna().any() else "loss"
+    column = _shown_loss(frame)
     return frame.hvplot.line(
         x="epoch", y=column, by="trial", ylabel=column, title="trials", responsive=True
     )
 
 
 def _best_table(frame) -> str:
-    column = "val_loss" if frame["val_loss"].notna().any() else "loss"
+    column = _shown_loss(frame)
     last = frame.groupby("trial").tail(1).sort_values(column).head(BEST_SHOWN)
     return "<b>best trials so far</b>" + last.to_html(index=False, float_format="%.4g")
