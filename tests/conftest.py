@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from labkit.clusters.credentials import Credentials
+
 BIN = Path(sys.executable).parent
 
 
@@ -139,10 +141,16 @@ def ray_token_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
     """A token-protected Ray head on loopback, as `ray start --head` runs one."""
+    with running_ray_head(tmp_path_factory.mktemp("ray-head"), ray_token_file) as head:
+        yield head
+
+
+@contextmanager
+def running_ray_head(work: Path, token_file: Path, cpus: int = 2) -> Iterator[RayHead]:
+    """``ray start --head`` on loopback with token auth and a client server; stopped by PID."""
     from labkit.clusters.ray import new_ray_temp_dir
     from labkit.clusters.ray_auth import RayToken, check_access
 
-    work = tmp_path_factory.mktemp("ray-head")
     # pytest's own temp paths grow too long for the Unix sockets Ray keeps in its temp dir
     temp_dir = new_ray_temp_dir()
     gcs, client, *others = free_ports(9)
@@ -150,7 +158,7 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
     env.pop("RAY_AUTH_TOKEN", None)
     env.update(
         RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(ray_token_file),
+        RAY_AUTH_TOKEN_PATH=str(token_file),
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         RAY_USAGE_STATS_ENABLED="0",
     )
@@ -163,14 +171,14 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
     flags += ["--object-manager-port"]
     ports.update(zip(flags, others, strict=True))
     args = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1"]
-    args += ["--dashboard-host", "127.0.0.1", "--temp-dir", temp_dir, "--num-cpus", "2"]
+    args += ["--dashboard-host", "127.0.0.1", "--temp-dir", temp_dir, "--num-cpus", str(cpus)]
     args += ["--disable-usage-stats"]
     for flag, port in ports.items():
         args += [flag, str(port)]
     log = work / "ray-start.log"
     proc = start_process(args, log, env)
-    token = RayToken(ray_token_file.read_text().strip(), str(ray_token_file), ray_token_file)
-    head = RayHead(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", ray_token_file, proc)
+    token = RayToken(token_file.read_text().strip(), str(token_file), token_file)
+    head = RayHead(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", token_file, proc)
     try:
         for address, is_client in ((head.gcs_address, False), (head.client_address, True)):
             wait_for_service(
@@ -193,7 +201,9 @@ def _ray_ready(head: RayHead) -> bool:
 
     from labkit.server.probes import probe
 
-    health = asyncio.run(probe("ray", head.gcs_address, 2, str(head.token_file)))
+    health = asyncio.run(
+        probe("ray", head.gcs_address, 2, Credentials(token_file=str(head.token_file)))
+    )
     return bool(health.workers and health.dashboard)
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from labkit.clusters.backends import register_backend
 from labkit.clusters.base import ChunkResult, Cluster
+from labkit.clusters.credentials import NONE, Credentials
 from labkit.clusters.mapping import run_chunk
 from labkit.server.launchers import Launcher
 from labkit.server.probes import Health
@@ -43,9 +44,8 @@ class ToyCluster(Cluster):
         *,
         workers: int | None,
         timeout: float,
-        token_file: str | None,
+        credentials: Credentials,
         release_previous: Callable[[], None],
-        security: Any = None,
     ) -> ToyCluster:
         release_previous()
         local = target.kind == "local"
@@ -83,9 +83,7 @@ class ToyLauncher(Launcher):
     fail_start: ClassVar[bool] = False
 
     @classmethod
-    async def ask(
-        cls, address: str, timeout: float, token_file: str | None, tls: dict | None = None
-    ) -> Health:
+    async def ask(cls, address: str, timeout: float, credentials: Credentials = NONE) -> Health:
         return REPORTS.get(address, Health(False, error=f"no report for {address}"))
 
     def __init__(self, workdir: Path, host: str, greeting: str = "hello"):

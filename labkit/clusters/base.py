@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from labkit.checks import whole
 from labkit.clusters.announce import announce, withdraw
+from labkit.clusters.credentials import Credentials
 from labkit.clusters.mapping import ChunkLost, ItemFailure, plan_chunks
 from labkit.errors import (
     ClusterTaskError,
@@ -49,9 +50,8 @@ class Cluster(ABC):
         *,
         workers: int | None,
         timeout: float,
-        token_file: str | None,
+        credentials: Credentials,
         release_previous: Callable[[], None],
-        security: Any = None,
     ) -> Cluster:
         """Attach to ``target``; ``labkit.connect`` calls this once it chose the backend.
 
@@ -59,8 +59,8 @@ class Cluster(ABC):
         the backend's default); otherwise connect to ``target.address`` within ``timeout``
         seconds or raise ``ConnectError`` naming it. ``release_previous()`` closes the active
         cluster: call it before starting a local one, and for an address only once that
-        answered, so a typo loses nothing. ``token_file`` is Ray's token, ``security`` Dask's
-        TLS settings (a ``distributed.Security``); a backend refuses the other's.
+        answered, so a typo loses nothing. ``credentials``: Ray's token or Dask's TLS; a
+        backend refuses the other's.
         """
 
     @abstractmethod

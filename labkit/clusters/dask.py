@@ -10,6 +10,7 @@ from typing import Any
 
 from labkit.clusters.address import Target, split_host_port
 from labkit.clusters.base import ChunkResult, Cluster
+from labkit.clusters.credentials import Credentials
 from labkit.clusters.dask_auth import check_scheduler, configured_security
 from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.errors import ConnectError, ParameterError
@@ -40,9 +41,8 @@ class DaskCluster(Cluster):
         *,
         workers: int | None,
         timeout: float,
-        token_file: str | None,
+        credentials: Credentials,
         release_previous: Callable[[], None],
-        security: Any = None,
     ) -> DaskCluster:
         from distributed import Client, LocalCluster
 
@@ -64,11 +64,12 @@ class DaskCluster(Cluster):
                 silence_logs=logging.ERROR,
             )
             return cls(Client(cluster, timeout=timeout), local_cluster=cluster, timeout=timeout)
-        if token_file is not None:
+        if credentials.token_file is not None:
             raise ParameterError(
                 "token_file= is Ray's; a Dask cluster authenticates by TLS certificates "
                 "(security=, or Dask's distributed.comm.tls configuration)"
             )
+        security = credentials.dask_security()
         if security is None and target.address.startswith("tls://"):
             security = configured_security()
         check_scheduler(target.address, security, timeout)

@@ -12,6 +12,7 @@ from typing import Any
 from labkit.clusters import ray_worker_setup
 from labkit.clusters.address import Target, on_loopback
 from labkit.clusters.base import ChunkResult, Cluster
+from labkit.clusters.credentials import Credentials
 from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.clusters.ray_auth import check_access, find_token, use_token
 from labkit.errors import ConnectError, ParameterError, UnsupportedOperationError
@@ -82,13 +83,12 @@ class RayCluster(Cluster):
         *,
         workers: int | None,
         timeout: float,
-        token_file: str | None,
+        credentials: Credentials,
         release_previous: Callable[[], None],
-        security: Any = None,
     ) -> RayCluster:
         import ray
 
-        if security is not None:
+        if credentials.for_dask:
             raise ParameterError(
                 "security= holds Dask's TLS settings; a Ray cluster authenticates clients by "
                 "its token (token_file=)"
@@ -103,7 +103,7 @@ class RayCluster(Cluster):
         if target.kind == "local":
             release_previous()
             return cls._start_local(workers)
-        token = find_token(token_file)
+        token = find_token(credentials.token_file)
         check_access(target.address, target.kind == "ray-client", token, timeout)
         release_previous()
         use_token(token)

@@ -11,6 +11,7 @@ from labkit.clusters.address import Target, default_backend, parse_address
 from labkit.clusters.announce import announce
 from labkit.clusters.backends import backend_class
 from labkit.clusters.base import Cluster
+from labkit.clusters.credentials import Credentials
 from labkit.clusters.registry import ClusterEntry, find_cluster
 from labkit.errors import (
     ConnectError,
@@ -94,17 +95,17 @@ def connect(
     target, entry = _target(address, backend, on, slurm)
     if token_file is None and entry is not None:
         token_file = entry.token_file
-    if security is None and entry is not None and entry.tls:
-        from labkit.clusters.dask_auth import security_from_files
-
-        security = security_from_files(entry.tls)
+    credentials = Credentials(
+        token_file=os.fspath(token_file) if token_file is not None else None,
+        tls=entry.tls if entry is not None and security is None else None,
+        security=security,
+    )
     cluster = backend_class(target.backend).connect(
         target,
         workers=workers,
         timeout=float(timeout),
-        token_file=os.fspath(token_file) if token_file is not None else None,
+        credentials=credentials,
         release_previous=disconnect,
-        security=security,
     )
     if not cluster.local:
         _check_versions(cluster)

@@ -28,6 +28,7 @@ from labkit.checks import whole
 from labkit.clusters.address import parse_address, split_host_port
 from labkit.clusters.announce import announced
 from labkit.clusters.backends import load
+from labkit.clusters.credentials import Credentials
 from labkit.clusters.dask_auth import check_tls_files
 from labkit.clusters.registry import ClusterEntry, read_registry, registry_path, write_registry
 from labkit.errors import (
@@ -123,6 +124,13 @@ class ClusterManager(LoggingConfigurable):
         help="Serve dashboards of clusters on this machine through the Jupyter server "
         "(/labkit/dashboard/ID/, on jupyter-server-proxy), so they work where only Jupyter's "
         "port is reachable; otherwise report their own http://host:port address.",
+    )
+    proxy_remote_dashboards = Bool(
+        True,
+        config=True,
+        help="Also proxy the dashboards of registered clusters on other hosts, at the host of "
+        "the address they were registered with (never a host named by a request), so a "
+        "notebook user reaches them with Jupyter's auth where only Jupyter's port is open.",
     )
     list_kernel_clusters = Bool(
         True, config=True, help="Also list the local clusters that kernels started themselves."
@@ -306,7 +314,7 @@ class ClusterManager(LoggingConfigurable):
         if not hostport:
             return None
         host, port = split_host_port(hostport)
-        if host not in LOCAL_HOSTS and not (record.managed and host == self.bind_host):
+        if not self._proxies(record, host):
             return None
         if host in ("0.0.0.0", "::", "localhost"):
             host = "127.0.0.1"
@@ -378,6 +386,18 @@ class ClusterManager(LoggingConfigurable):
             return f"{launcher.host}:{launcher.dashboard_port}" if launcher.dashboard_port else None
         return self._dashboards.get(record.id)
 
+    def _proxies(self, record: ClusterRecord, host: str) -> bool:
+        """Whether this server forwards to a dashboard on ``host``: this machine's, or the
+        registered cluster's own host (the one its address names)."""
+        if host in LOCAL_HOSTS or (record.managed and host == self.bind_host):
+            return True
+        if not self.proxy_remote_dashboards or record.managed:
+            return False
+        try:
+            return host == split_host_port(record.address)[0]
+        except ValueError:
+            return False
+
     def _dashboard_url(self, record: ClusterRecord) -> str | None:
         """The link the sidebar shows: proxied through Jupyter when on this machine."""
         hostport = self._dashboard_address(record)
@@ -388,8 +408,7 @@ class ClusterManager(LoggingConfigurable):
         except ValueError:
             return None
         page = self._launcher_class(record.backend).dashboard_page
-        local = host in LOCAL_HOSTS or (record.managed and host == self.bind_host)
-        if self.proxy_dashboards and self.proxy_available and local:
+        if self.proxy_dashboards and self.proxy_available and self._proxies(record, host):
             base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
             return f"{base}{DASHBOARD_ROUTE}/{record.id}/{page}"
         shown = f"[{host}]" if ":" in host else host
@@ -434,9 +453,8 @@ class ClusterManager(LoggingConfigurable):
 
     async def _probe(self, record: ClusterRecord) -> Health:
         launcher_class = self._launcher_class(record.backend)
-        return await probe_with(
-            launcher_class, record.address, self.probe_timeout, record.token_file, record.tls
-        )
+        credentials = Credentials(token_file=record.token_file, tls=record.tls)
+        return await probe_with(launcher_class, record.address, self.probe_timeout, credentials)
 
     async def _in_process_thread(self, fn, *args):
         loop = asyncio.get_running_loop()

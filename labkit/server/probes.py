@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from labkit.clusters.address import split_host_port
+from labkit.clusters.credentials import NONE, Credentials
 from labkit.errors import LabkitError
 
 if TYPE_CHECKING:
@@ -38,21 +39,19 @@ async def probe(
     backend: str,
     address: str,
     timeout: float,
-    token_file: str | None = None,
-    tls: dict[str, str] | None = None,
+    credentials: Credentials = NONE,
 ) -> Health:
     """Health of the cluster at ``address``, asked by the registered launcher of ``backend``."""
     from labkit.server.launchers import launcher_class
 
-    return await probe_with(launcher_class(backend), address, timeout, token_file, tls)
+    return await probe_with(launcher_class(backend), address, timeout, credentials)
 
 
 async def probe_with(
     launcher: type[Launcher],
     address: str,
     timeout: float,
-    token_file: str | None = None,
-    tls: dict[str, str] | None = None,
+    credentials: Credentials = NONE,
 ) -> Health:
     """Health of the cluster at ``address`` as ``launcher.ask`` reports it; never raises for an
     unreachable one."""
@@ -60,7 +59,7 @@ async def probe_with(
         refused = await _listening(address, timeout)
         if refused:
             return Health(False, error=refused)
-        ask = launcher.ask(address, timeout, token_file, tls)
+        ask = launcher.ask(address, timeout, credentials)
         return await asyncio.wait_for(ask, timeout + 1)
     except TimeoutError:
         return Health(False, error=f"no answer from {address} within {timeout:g} s")

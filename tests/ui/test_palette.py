@@ -46,13 +46,22 @@ def _start_from_palette(page, lab, tries: int = 3) -> dict:
         search, _ = _search_palette(page, "Start Local Cluster")
         # The palette re-renders its results as the search settles: wait (bounded) for the
         # final render rather than reading whatever is on screen after the last keystroke.
-        active = page.locator(
-            ".lm-CommandPalette-item.lm-mod-active[data-command='labkit:start-cluster']"
-        )
-        active.wait_for(timeout=10_000)
-        assert active.locator(".lm-CommandPalette-itemLabel").inner_text() == "Start Local Cluster"
-        header = page.locator(".lm-CommandPalette-header", has_text="labkit").first
-        header.wait_for(state="attached", timeout=10_000)  # shown on hover only
+        # The label is read in the same render as the active mark (one evaluation), so a
+        # re-render between two reads cannot leave a stale locator waiting; a palette closed
+        # by a late focus change meanwhile is the retry case.
+        try:
+            page.wait_for_function(
+                """() => document.querySelector(
+                    ".lm-CommandPalette-item.lm-mod-active[data-command='labkit:start-cluster']"
+                    + " .lm-CommandPalette-itemLabel")?.textContent === "Start Local Cluster"
+                """,
+                timeout=30_000,
+            )
+            header = page.locator(".lm-CommandPalette-header", has_text="labkit").first
+            header.wait_for(state="attached", timeout=30_000)  # shown on hover only
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+            continue
         search.press("Enter")
         try:
             [started] = wait_for(lambda: _managed(lab), 20, "a cluster started from the palette")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from labkit.clusters.address import on_loopback
+from labkit.clusters.credentials import NONE, Credentials
 from labkit.server.probes import Health
 from labkit.server.processes import ManagedProcess
 
@@ -52,13 +53,12 @@ class Launcher(ABC):
         cls,
         address: str,
         timeout: float,
-        token_file: str | None,
-        tls: dict[str, str] | None = None,
+        credentials: Credentials = NONE,
     ) -> Health:
         """What the cluster at ``address`` says about itself (``probes.probe`` guards this
         with a connect check and a deadline, and turns what it raises into ``Health.error``).
-        ``token_file`` is Ray's token, ``tls`` a Dask client's files (``ca_file``, ``cert``,
-        ``key``); a backend ignores what is not its own."""
+        ``credentials``: Ray's token file or a Dask client's TLS files; a backend ignores
+        what is not its own."""
 
     @classmethod
     def ready(cls, health: Health, wanted: int) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from labkit.clusters.address import split_host_port
 from labkit.clusters.certificates import TlsFiles, make_certificates
+from labkit.clusters.credentials import NONE, Credentials
 from labkit.log import logger
 from labkit.server.launchers.base import Launcher
 from labkit.server.probes import Health
@@ -28,10 +29,9 @@ class DaskLauncher(Launcher):
         cls,
         address: str,
         timeout: float,
-        token_file: str | None,
-        tls: dict[str, str] | None = None,
+        credentials: Credentials = NONE,
     ) -> Health:
-        return await _ask_scheduler(address, timeout, tls)
+        return await _ask_scheduler(address, timeout, credentials)
 
     def __init__(self, workdir: Path, host: str, threads_per_worker: int = 1):
         super().__init__(workdir, host)
@@ -99,12 +99,12 @@ class DaskLauncher(Launcher):
         return head + self.worker_processes
 
 
-async def _ask_scheduler(address: str, timeout: float, tls: dict[str, str] | None) -> Health:
+async def _ask_scheduler(address: str, timeout: float, credentials: Credentials) -> Health:
     from distributed.core import rpc
 
-    from labkit.clusters.dask_auth import check_scheduler, configured_security, security_from_files
+    from labkit.clusters.dask_auth import check_scheduler, configured_security
 
-    security = security_from_files(tls) if tls else configured_security()
+    security = credentials.dask_security() or configured_security()
     if address.startswith("tls://"):  # as labkit.connect does: a refused certificate says so
         await asyncio.to_thread(check_scheduler, address, security, timeout)
     scheduler = rpc(

@@ -13,6 +13,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from labkit.clusters.credentials import NONE, Credentials
 from labkit.clusters.ray import new_ray_temp_dir
 from labkit.clusters.ray_auth import default_token_path, find_token
 from labkit.log import logger
@@ -47,10 +48,9 @@ class RayLauncher(Launcher):
         cls,
         address: str,
         timeout: float,
-        token_file: str | None,
-        tls: dict[str, str] | None = None,
+        credentials: Credentials = NONE,
     ) -> Health:
-        metadata = _metadata(token_file)
+        metadata = _metadata(credentials.token_file)
         if address.startswith("ray://"):
             return await asyncio.to_thread(_ask_ray_client, address, timeout, metadata)
         return await asyncio.to_thread(_ask_ray_gcs, address, timeout, metadata)
