@@ -3,9 +3,10 @@
 from labkit.clusters import Cluster, connect, current, disconnect
 from labkit.errors import LabkitError
 from labkit.runs.records import record
+from labkit.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "Cluster",
     "LabkitError",
     "connect",

@@ -267,7 +267,8 @@ def tracking_group() -> None:
 @tracking_group.command("uri")
 @_one_line_errors
 def tracking_uri_command() -> None:
-    """Print the tracking URI labkit logs to (DESIGN §12's rule), or "off"."""
+    """Print the tracking URI labkit logs to (LABKIT_TRACKING_URI, MLFLOW_TRACKING_URI, else
+    RUNS_DIR/mlflow.db), or "off" when LABKIT_TRACKING=off."""
     from labkit.tracking import tracking_enabled, tracking_uri
 
     click.echo(tracking_uri() if tracking_enabled() else "off")

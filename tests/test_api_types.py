@@ -14,11 +14,12 @@ import pytest
 
 from labkit.runs.listing import ListedBatch, ListedBundle, ListedRun, ListedSweep
 from labkit.schema import json_schema
-from labkit.server.models import ClusterDescription
+from labkit.server.models import BackendDescription, ClusterDescription
 
 API_TS = Path(__file__).resolve().parents[1] / "extension" / "src" / "api.ts"
 PAIRS = {
     "ICluster": ClusterDescription,
+    "IBackend": BackendDescription,
     "IListedBundle": ListedBundle,
     "IListedRun": ListedRun,
     "IListedBatch": ListedBatch,

@@ -79,6 +79,8 @@ class ToyLauncher(Launcher):
 
     backend = "toy"
     dashboard_page = "toy-status"
+    label = "Toy"
+    worker_unit = "toys"
     gate: ClassVar[threading.Event | None] = None
     fail_start: ClassVar[bool] = False
 

@@ -33,6 +33,16 @@ export interface ICluster {
   join?: string | null;
 }
 
+/** A backend the server starts clusters of, as `GET /labkit/api/backends` names it. */
+export interface IBackend {
+  name: string;
+  label: string;
+  /** what a card's worker count counts: "workers", "nodes" */
+  worker_unit: string;
+  scale_label: string;
+  scale_hint: string;
+}
+
 export type RunStatus = 'ok' | 'failed' | 'pending' | 'lost' | 'cancelled';
 export type BatchStatus = 'running' | 'done' | 'interrupted';
 
@@ -129,6 +139,7 @@ export interface IRegisterOptions {
 }
 
 export const api = {
+  listBackends: () => requestAPI<IBackend[]>('backends'),
   listClusters: () => requestAPI<ICluster[]>('clusters'),
   startCluster: (backend: string, workers: number) =>
     requestAPI<ICluster>('clusters', {

@@ -5,11 +5,9 @@
  */
 import { CommandRegistry } from '@lumino/commands';
 
-import { ICluster } from './api';
+import { IBackend, ICluster } from './api';
 import { CommandIDs } from './commandids';
 import { formatBytes, formatCount, h } from './dom';
-
-const BACKEND_LABEL: Record<string, string> = { ray: 'Ray', dask: 'Dask' };
 
 const ORIGIN_LABEL: Record<string, string> = {
   managed: 'local',
@@ -55,7 +53,8 @@ export class ClusterCard {
 
   constructor(
     cluster: ICluster,
-    private commands: CommandRegistry
+    private commands: CommandRegistry,
+    private describe: (backend: string) => IBackend
   ) {
     this.id = cluster.id;
     this.name = h('span', { className: 'labkit-card-name' });
@@ -174,12 +173,13 @@ export class ClusterCard {
       this.statusText.data = status;
     }
     this.backend.className = `labkit-backend labkit-backend-${backend}`;
-    setText(this.backend, BACKEND_LABEL[backend] ?? backend);
+    const words = this.describe(backend);
+    setText(this.backend, words.label);
     setText(this.origin, ORIGIN_LABEL[cluster.origin] ?? cluster.origin);
     setText(this.address, cluster.address || '…');
     setAttr(this.address, 'title', cluster.address);
 
-    this.workers.set(formatCount(cluster.workers), backend === 'ray' ? 'nodes' : 'workers');
+    this.workers.set(formatCount(cluster.workers), words.worker_unit);
     this.cpus.set(formatCount(cluster.cpus), 'CPUs');
     this.gpus.set(formatCount(cluster.gpus), 'GPUs');
     this.memory.set(formatBytes(cluster.memory_bytes), 'memory');
@@ -192,14 +192,8 @@ export class ClusterCard {
     setAttr(this.joinCommand, 'title', 'copy the credential files it names to the node first');
 
     this.scaleRow.hidden = !cluster.managed;
-    setText(this.scaleLabel, backend === 'ray' ? 'CPU slots' : 'Workers');
-    setAttr(
-      this.scaleInput,
-      'title',
-      backend === 'ray'
-        ? 'A local Ray cluster is one node: scaling restarts it with this many CPU slots'
-        : 'Number of Dask worker processes'
-    );
+    setText(this.scaleLabel, words.scale_label);
+    setAttr(this.scaleInput, 'title', words.scale_hint);
     setAttr(this.scaleInput, 'aria-label', `workers for ${name}`);
     // The server's figure fills the field only while the user is not working in it.
     if (!this.edited && document.activeElement !== this.scaleInput) {

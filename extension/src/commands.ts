@@ -18,7 +18,6 @@ import { Backend, ILabkitSettings } from './settings';
 export { CommandIDs };
 
 const CATEGORY = 'labkit';
-const BACKEND_LABEL: Record<Backend, string> = { dask: 'Dask', ray: 'Ray' };
 
 export interface ICommandContext {
   app: JupyterFrontEnd;
@@ -86,8 +85,8 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
   commands.addCommand(CommandIDs.start, {
     label: args => {
       const backend = args.backend as Backend | undefined;
-      return backend && BACKEND_LABEL[backend]
-        ? `Start Local ${BACKEND_LABEL[backend]} Cluster`
+      return backend
+        ? `Start Local ${panel.describe(backend).label} Cluster`
         : 'Start Local Cluster';
     },
     caption: args =>
@@ -98,15 +97,17 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
       args: {
         type: 'object',
         properties: {
-          backend: { type: 'string', enum: ['dask', 'ray'] },
+          backend: { type: 'string' },
           workers: { type: 'integer', minimum: 1 }
         }
       }
     },
     execute: async args => {
       const backend = (args.backend as Backend | undefined) ?? settings().defaultBackend;
-      if (!BACKEND_LABEL[backend]) {
-        return fail(panel, `unknown backend ${String(backend)}: use dask or ray`);
+      const known = (await panel.knownBackends()).map(b => b.name);
+      if (!known.includes(backend)) {
+        const choices = known.length ? `use ${known.join(' or ')}` : 'the server named none';
+        return fail(panel, `unknown backend ${String(backend)}: ${choices}`);
       }
       const workers =
         args.workers === undefined ? settings().defaultWorkers : positiveInteger(args.workers);
@@ -234,8 +235,6 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
   if (palette) {
     const items: { command: string; args?: ReadonlyJSONObject }[] = [
       { command: CommandIDs.start },
-      { command: CommandIDs.start, args: { backend: 'dask' } },
-      { command: CommandIDs.start, args: { backend: 'ray' } },
       { command: CommandIDs.scale },
       { command: CommandIDs.stop },
       { command: CommandIDs.insertConnect },
@@ -246,5 +245,15 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
     for (const item of items) {
       palette.addItem({ ...item, category: CATEGORY });
     }
+    // one "Start Local <Backend> Cluster" item per backend the server starts
+    void panel.backends.then(backends => {
+      for (const backend of backends) {
+        palette.addItem({
+          command: CommandIDs.start,
+          args: { backend: backend.name },
+          category: CATEGORY
+        });
+      }
+    });
   }
 }

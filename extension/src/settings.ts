@@ -4,7 +4,8 @@
  */
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
-export type Backend = 'dask' | 'ray';
+/** A backend's name as the server registers it (`GET /labkit/api/backends`). */
+export type Backend = string;
 
 export interface ILabkitSettings {
   /** Seconds between polls while the panel is visible. */
@@ -27,7 +28,7 @@ export function readSettings(settings: ISettingRegistry.ISettings): ILabkitSetti
   return {
     pollInterval: Number.isFinite(poll) && poll > 0 ? poll : DEFAULT_SETTINGS.pollInterval,
     defaultBackend:
-      backend === 'ray' || backend === 'dask' ? backend : DEFAULT_SETTINGS.defaultBackend,
+      typeof backend === 'string' && backend ? backend : DEFAULT_SETTINGS.defaultBackend,
     defaultWorkers:
       Number.isInteger(workers) && workers >= 1 ? workers : DEFAULT_SETTINGS.defaultWorkers
   };

@@ -6,9 +6,10 @@
  * command (commands.ts), so the buttons do just what the command palette does.
  */
 import { CommandRegistry } from '@lumino/commands';
+import { PromiseDelegate } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
-import { api, ICluster, IRun } from './api';
+import { api, IBackend, ICluster, IRun } from './api';
 import { ClusterCard } from './clusters';
 import { CommandIDs } from './commandids';
 import { h } from './dom';
@@ -39,6 +40,32 @@ export class ClusterPanel extends Widget {
   dispose(): void {
     window.clearTimeout(this.timer);
     super.dispose();
+  }
+
+  /** The backends the server starts clusters of, once it has named them. */
+  get backends(): Promise<readonly IBackend[]> {
+    return this.backendsLoaded.promise;
+  }
+
+  /** The backends as the server names them now (asked again if it has not answered yet). */
+  async knownBackends(): Promise<readonly IBackend[]> {
+    if (this.backendList.length === 0) {
+      await this.loadBackends();
+    }
+    return this.backendList;
+  }
+
+  /** How the sidebar names ``backend``: the server's words, or its bare name. */
+  describe(backend: string): IBackend {
+    return (
+      this.backendList.find(b => b.name === backend) ?? {
+        name: backend,
+        label: backend,
+        worker_unit: 'workers',
+        scale_label: 'Workers',
+        scale_hint: 'Number of workers'
+      }
+    );
   }
 
   /** The clusters as the last poll saw them. */
@@ -72,6 +99,9 @@ export class ClusterPanel extends Widget {
   /** Fetch clusters (and now and then runs), then render; errors go to the banner. */
   async refresh(withRuns = false): Promise<void> {
     window.clearTimeout(this.timer);
+    if (this.backendList.length === 0) {
+      await this.loadBackends();
+    }
     try {
       this.clusterList = await api.listClusters();
       this.loaded = true;
@@ -96,6 +126,42 @@ export class ClusterPanel extends Widget {
       const delay = this.isVisible ? visible : Math.max(POLL_HIDDEN_MS, visible);
       this.timer = window.setTimeout(() => void this.refresh(), delay);
     }
+  }
+
+  /** Ask the server which backends it starts (once: a failure is retried on the next poll). */
+  private loadBackends(): Promise<void> {
+    this.backendsLoading ??= this.fetchBackends().finally(() => (this.backendsLoading = null));
+    return this.backendsLoading;
+  }
+
+  private async fetchBackends(): Promise<void> {
+    let backends: IBackend[];
+    try {
+      backends = await api.listBackends();
+    } catch {
+      return;
+    }
+    this.backendList = backends;
+    this.startRow.replaceChildren();
+    this.startButtons.clear();
+    for (const backend of this.backendList) {
+      const button = h(
+        'button',
+        {
+          className: `labkit-button labkit-start-${backend.name}`,
+          onclick: () =>
+            void this.commands.execute(CommandIDs.start, {
+              backend: backend.name,
+              workers: this.newClusterWorkers
+            })
+        },
+        `Start ${backend.label}`
+      );
+      this.startButtons.set(backend.name, button);
+      this.startRow.append(button);
+      this.backendSelect.append(h('option', { value: backend.name }, backend.name));
+    }
+    this.backendsLoaded.resolve(this.backendList);
   }
 
   /**
@@ -130,24 +196,6 @@ export class ClusterPanel extends Widget {
   }
 
   private build(): HTMLElement {
-    for (const backend of ['ray', 'dask'] as Backend[]) {
-      const label = backend === 'ray' ? 'Ray' : 'Dask';
-      this.startButtons.set(
-        backend,
-        h(
-          'button',
-          {
-            className: `labkit-button labkit-start-${backend}`,
-            onclick: () =>
-              void this.commands.execute(CommandIDs.start, {
-                backend,
-                workers: this.newClusterWorkers
-              })
-          },
-          `Start ${label}`
-        )
-      );
-    }
     this.workersInput = h('input', {
       type: 'number',
       min: '1',
@@ -166,7 +214,7 @@ export class ClusterPanel extends Widget {
         h('label', { className: 'labkit-label' }, 'Workers'),
         this.workersInput
       ),
-      h('div', { className: 'labkit-row' }, ...this.startButtons.values())
+      this.startRow
     );
     this.addressInput = h('input', {
       type: 'text',
@@ -183,9 +231,7 @@ export class ClusterPanel extends Widget {
     this.backendSelect = h(
       'select',
       { className: 'labkit-input labkit-backend-select', 'aria-label': 'backend' },
-      h('option', { value: '' }, 'auto'),
-      h('option', { value: 'ray' }, 'ray'),
-      h('option', { value: 'dask' }, 'dask')
+      h('option', { value: '' }, 'auto')
     );
     const credential = (cls: string, label: string, placeholder: string) =>
       h('input', {
@@ -323,7 +369,7 @@ export class ClusterPanel extends Widget {
       if (card) {
         card.update(cluster, busy);
       } else {
-        card = new ClusterCard(cluster, this.commands);
+        card = new ClusterCard(cluster, this.commands, name => this.describe(name));
         card.update(cluster, busy);
         this.cards.set(cluster.id, card);
       }
@@ -381,7 +427,11 @@ export class ClusterPanel extends Widget {
   private connectionError: string | null = null;
   private actionError: string | null = null;
   private runsError: string | null = null;
+  private backendList: IBackend[] = [];
+  private backendsLoaded = new PromiseDelegate<readonly IBackend[]>();
+  private backendsLoading: Promise<void> | null = null;
   private startButtons = new Map<Backend, HTMLButtonElement>();
+  private startRow: HTMLElement = h('div', { className: 'labkit-row' });
   private banner!: HTMLElement;
   private list!: HTMLElement;
   private empty!: HTMLElement;

@@ -6,7 +6,12 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Type
 
 from labkit.server.dashboards import DASHBOARD_ROUTE, DashboardProxyHandler
-from labkit.server.handlers import ClusterHandler, ClustersHandler, RunsHandler
+from labkit.server.handlers import (
+    BackendsHandler,
+    ClusterHandler,
+    ClustersHandler,
+    RunsHandler,
+)
 from labkit.server.manager import ClusterManager
 
 API = "/labkit/api"
@@ -16,6 +21,7 @@ ROUTES = [
     (rf"{API}/clusters/?", ClustersHandler),
     (rf"{API}/clusters/{CLUSTER_ID}/?", ClusterHandler),
     (rf"{API}/runs/?", RunsHandler),
+    (rf"{API}/backends/?", BackendsHandler),
     (rf"/{DASHBOARD_ROUTE}/{CLUSTER_ID}(?P<proxied_path>/.*)", DashboardProxyHandler),
 ]
 

@@ -112,6 +112,15 @@ class ClusterHandler(LabkitHandler):
         self.finish()
 
 
+class BackendsHandler(LabkitHandler):
+    """``GET``: the backends the server starts clusters of, with the words the sidebar uses."""
+
+    @web.authenticated
+    @_labkit_errors
+    async def get(self) -> None:
+        self.reply([to_json(backend) for backend in self.manager.backends()])
+
+
 class RunsHandler(LabkitHandler):
     """Frozen bundles and batches under the server's root directory, with their status."""
 

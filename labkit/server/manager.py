@@ -40,7 +40,13 @@ from labkit.errors import (
 )
 from labkit.server.dashboards import DASHBOARD_ROUTE
 from labkit.server.launchers import Launcher, launcher_targets
-from labkit.server.models import ClusterDescription, ClusterStatus, Origin, Phase
+from labkit.server.models import (
+    BackendDescription,
+    ClusterDescription,
+    ClusterStatus,
+    Origin,
+    Phase,
+)
 from labkit.server.probes import Health, probe_with
 from labkit.server.processes import pid_alive
 
@@ -442,6 +448,10 @@ class ClusterManager(LoggingConfigurable):
             record.kernel_pid = pid
             records.append(record)
         return records
+
+    def backends(self) -> list[BackendDescription]:
+        """The backends this server starts clusters of, as the sidebar names them."""
+        return [self._launcher_class(name).describe() for name in self.launcher_classes]
 
     def _launcher_class(self, backend: str) -> type[Launcher]:
         """The launcher of ``backend``; ParameterError naming the known ones otherwise."""

@@ -1,7 +1,7 @@
-"""The records ``/labkit/api/clusters`` answers with, defined once.
+"""The records ``/labkit/api/clusters`` and ``/labkit/api/backends`` answer with, defined once.
 
-The sidebar's ``ICluster`` (extension/src/api.ts) mirrors ``ClusterDescription``;
-tests/server/test_models.py checks that the two agree field by field.
+The sidebar's ``ICluster`` and ``IBackend`` (extension/src/api.ts) mirror them;
+tests/test_api_types.py checks that the two sides agree field by field.
 """
 
 from __future__ import annotations
@@ -14,6 +14,17 @@ Origin = Literal["managed", "registered", "kernel"]
 Phase = Literal["starting", "running", "scaling", "stopping"]  # of a managed cluster
 # a managed cluster shows its phase or an error; one reached by address can be unreachable
 ClusterStatus = Literal["starting", "running", "scaling", "stopping", "error", "unreachable"]
+
+
+@dataclass
+class BackendDescription:
+    """A backend the server can start clusters of, as the sidebar names it."""
+
+    name: Backend
+    label: str  # "Dask"
+    worker_unit: str  # what a card's worker count counts: "workers", "nodes"
+    scale_label: str  # the Scale field's label
+    scale_hint: str  # its tooltip
 
 
 @dataclass

@@ -384,7 +384,7 @@ def create_store(
             "the folder exists and is not a labkit spectra store; choose another out= path",
             path=str(root),
         )
-    from labkit import __version__
+    from labkit.version import __version__
 
     try:
         root.mkdir(parents=True, exist_ok=True)

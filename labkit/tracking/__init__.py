@@ -1,4 +1,4 @@
-"""Experiment tracking in MLflow: every training, run and batch is an MLflow run (DESIGN §12).
+"""Experiment tracking in MLflow: every training, run, batch and sweep is an MLflow run.
 
 ``tracking_uri()`` tells where runs go; ``Tracker.open()`` opens that store (None when
 ``LABKIT_TRACKING=off``); ``sync()`` sends runs kept locally while their server was down.

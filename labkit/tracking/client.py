@@ -60,7 +60,7 @@ class Tracker:
     def open(
         cls, experiment: str | None = None, runs_dir: str | os.PathLike | None = None
     ) -> Tracker | None:
-        """The tracker by DESIGN §12's rule; None when ``LABKIT_TRACKING=off``.
+        """The tracker for ``tracking_uri(runs_dir)``; None when ``LABKIT_TRACKING=off``.
 
         A tracking server that does not answer within a few seconds gives a warning and a
         tracker on the local unsent store instead.

@@ -1,4 +1,4 @@
-"""Where runs are tracked: the tracking URI rule of DESIGN §12, and the off switch.
+"""Where runs are tracked: the tracking URI rule, and the off switch.
 
 ``LABKIT_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else a SQLite store ``mlflow.db``
 beside the runs folder (``$LABKIT_RUNS_DIR`` or the working directory), whose artifacts go to

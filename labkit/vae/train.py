@@ -88,7 +88,7 @@ def train(
     after every epoch; ``resume=True`` continues from its latest one (default: the
     newest run under ``./vae-checkpoints``). ``callback(record)`` sees each epoch's record;
     setting ``stop`` (a ``threading.Event``) ends the run after the current epoch, as does
-    Ctrl-C (which is then re-raised). Each training is one MLflow run (DESIGN §12:
+    Ctrl-C (which is then re-raised). Each training is one MLflow run (the config as
     parameters, per-epoch losses, the model file; ``result.mlflow_run_id``). Raises
     ``TrainingDataError``, ``ParameterError``, ``CheckpointError`` or ``TrainingError``
     naming what is wrong.

@@ -39,6 +39,16 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+def test_the_manager_names_the_backends_of_its_launchers(manager):
+    [toy] = manager.backends()
+    assert (toy.name, toy.label, toy.worker_unit, toy.scale_label) == (
+        "toy",
+        "Toy",
+        "toys",
+        "Workers",
+    )
+
+
 def launcher_of(manager: ClusterManager, cluster_id: str) -> ToyLauncher:
     return manager._clusters[cluster_id].launcher
 

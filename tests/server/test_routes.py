@@ -16,11 +16,21 @@ ROUTES = [
     ("PATCH", ("clusters", "dask-1"), {"workers": 2}),
     ("DELETE", ("clusters", "dask-1"), None),
     ("GET", ("runs",), None),
+    ("GET", ("backends",), None),
 ]
 
 
 async def test_empty_listing(api):
     assert await api("GET", "clusters") == (200, [])
+
+
+async def test_backends_name_what_the_sidebar_shows(api):
+    status, backends = await api("GET", "backends")
+    assert status == 200
+    by_name = {backend["name"]: backend for backend in backends}
+    assert set(by_name) >= {"ray", "dask"}
+    assert by_name["ray"]["label"] == "Ray" and by_name["ray"]["worker_unit"] == "nodes"
+    assert by_name["dask"]["scale_label"] == "Workers"
 
 
 async def test_runs_lists_frozen_bundles_under_the_server_root(api, jp_root_dir, monkeypatch):

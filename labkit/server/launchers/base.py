@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from labkit.clusters.address import on_loopback
 from labkit.clusters.credentials import NONE, Credentials
+from labkit.server.models import BackendDescription
 from labkit.server.probes import Health
 from labkit.server.processes import ManagedProcess
 
@@ -26,6 +27,18 @@ class Launcher(ABC):
 
     backend: ClassVar[str]
     dashboard_page: ClassVar[str] = ""  # the dashboard's landing page, under its root
+    # How the sidebar names the backend and what its Scale field counts
+    label: ClassVar[str] = ""  # e.g. "Dask"; default: the backend's name
+    worker_unit: ClassVar[str] = "workers"  # what ``workers`` counts on a card
+    scale_label: ClassVar[str] = "Workers"
+    scale_hint: ClassVar[str] = "Number of workers"
+
+    @classmethod
+    def describe(cls) -> BackendDescription:
+        """The backend as the sidebar shows it (``GET /labkit/api/backends``)."""
+        return BackendDescription(
+            cls.backend, cls.label or cls.backend, cls.worker_unit, cls.scale_label, cls.scale_hint
+        )
 
     def __init__(self, workdir: Path, host: str):
         self.workdir = workdir

@@ -23,6 +23,8 @@ class DaskLauncher(Launcher):
 
     backend = "dask"
     dashboard_page = "status"
+    label = "Dask"
+    scale_hint = "Number of Dask worker processes"
 
     @classmethod
     async def ask(

@@ -31,6 +31,10 @@ class RayLauncher(Launcher):
     """
 
     backend = "ray"
+    label = "Ray"
+    worker_unit = "nodes"
+    scale_label = "CPU slots"
+    scale_hint = "A local Ray cluster is one node: scaling restarts it with this many CPU slots"
     PORT_FLAGS = (
         "--port",
         "--ray-client-server-port",
