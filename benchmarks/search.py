@@ -6,21 +6,37 @@ hard case for approximate search) go into a milvus-lite file through labkit, the
 - batch_qps_ratio_vs_numpy: labkit's queries per second for 1000 queries at once over numpy
   brute force (one matrix product, argpartition) for the same 1000 (best of 3 each);
 - batch_ratio_vs_pymilvus: labkit's queries per second for the 1000 at once over raw
-  ``MilvusClient.search`` asking the same (target >= 0.95), medians over turns that alternate
-  the two (labkit, raw, raw, labkit, ...) so a busy machine slows both alike;
+  ``MilvusClient.search`` (target >= 0.95): the median, over 31 turns, of each turn's paired
+  ratio (raw seconds / labkit seconds; a turn runs both, in alternating order), with its
+  quartiles and extremes as ``..._q25`` / ``_q75`` / ``_min`` / ``_max``;
+- batch_client_cpu_ratio_vs_pymilvus: the same paired median for the CPU seconds of this
+  process (raw / labkit), with the index served by a ``milvus-lite server`` process, so that
+  the engine's work (which in an embedded *.db runs on threads of this process) is left out
+  and what remains is pymilvus's client work plus labkit's own; ``batch_ratio_vs_pymilvus_server``
+  is the wall-time ratio of those turns;
 - single_ratio_vs_pymilvus: median latency of one ``SpectrumIndex.search`` over one raw
   ``MilvusClient.search`` asking the same of the same collection (calls interleaved);
 - p50_ms / p99_ms of single labkit queries, upsert_per_s (labkit, batched), batch_qps.
+
+Like with like: the raw arm calls the very ``MilvusClient`` labkit holds, with the options
+labkit passes (``timeout=``, ``filter=""``); results are dropped outside the timed span in both
+arms, and a ``gc.collect()`` precedes each timed call (as ``timeit`` turns collection off), so
+a full collection over the whole process heap, ~70 ms here, does not land in one arm by lot.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +47,7 @@ from report import print_table, write_results  # noqa: E402
 DIM = 16
 K = 10
 BATCH_QUERIES = 1000
-BATCH_TURNS = 11  # turns of each of labkit and raw pymilvus
+BATCH_TURNS = 31  # turns, each timing labkit and raw pymilvus once
 
 
 def make_data(n: int, seed: int = 0):
@@ -55,20 +71,79 @@ def numpy_top_k(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, k: 
     return np.take_along_axis(part, order, axis=1)
 
 
-def in_turns(first, second, turns: int) -> tuple[list[float], list[float], object]:
-    """Seconds per call of ``first`` and of ``second``, called in alternating order; and the
-    last answer of ``first``."""
-    times: tuple[list[float], list[float]] = ([], [])
-    answer = None
+def in_turns(first: Callable, second: Callable, turns: int) -> list[tuple[float, ...]]:
+    """Per turn: wall and CPU seconds of ``first``, then of ``second``, called in alternating
+    order; each call starts after a garbage collection, and its answer is dropped untimed."""
+    out = []
     for turn in range(turns):
+        took: dict[int, tuple[float, float]] = {}
         for which in (0, 1) if turn % 2 == 0 else (1, 0):
-            start = time.perf_counter()
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
             result = (first, second)[which]()
-            times[which].append(time.perf_counter() - start)
-            if which == 0:
-                answer = result
-            del result  # freed outside the timed span
-    return times[0], times[1], answer
+            took[which] = (time.perf_counter() - wall, time.process_time() - cpu)
+            del result
+        out.append((*took[0], *took[1]))
+    return out
+
+
+def paired(name: str, ratios: list[float]) -> dict[str, float]:
+    """Median, quartiles and extremes of per-turn paired ratios."""
+    q25, median, q75 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return {
+        name: statistics.median(ratios),
+        f"{name}_q25": q25,
+        f"{name}_q75": q75,
+        f"{name}_min": min(ratios),
+        f"{name}_max": max(ratios),
+    }
+
+
+def served(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """``milvus-lite server`` on ``data_dir`` as its own process; returns it and its URI."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (data_dir.parent / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir", str(data_dir)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"milvus-lite server did not start; see {log.name}") from None
+            time.sleep(0.2)
+
+
+def raw_search_of(index) -> Callable:
+    """Raw ``MilvusClient.search`` on the client ``index`` holds, with labkit's options."""
+    from labkit.vectors import FIELD_NAMES
+
+    params = {"params": index._search_params(K)}
+    fields = list(FIELD_NAMES)
+    client, timeout = index._client, index._conn.timeout
+
+    def raw_search(batch):
+        return client.search(
+            index.collection,
+            data=batch,
+            limit=K,
+            filter="",
+            output_fields=fields,
+            search_params=params,
+            anns_field="vector",
+            timeout=timeout,
+        )
+
+    return raw_search
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -88,9 +163,7 @@ def main() -> None:
     n = 100_000 if args.quick else 1_000_000
     singles = args.singles or 100
 
-    from pymilvus import MilvusClient
-
-    from labkit.vectors import FIELD_NAMES, SpectrumIndex
+    from labkit.vectors import SpectrumIndex
 
     ids, vectors, meta, queries = make_data(n)
     work = Path(tempfile.mkdtemp(prefix="labkit-bench-search-"))
@@ -105,35 +178,25 @@ def main() -> None:
     build_s = time.perf_counter() - start
     print(f"upserted {n} rows in {upsert_s:.1f} s, index built in {build_s:.1f} s")
 
-    # raw pymilvus: its own client on the same milvus-lite server, same collection
-    raw = MilvusClient(str(index.endpoint.path))
-    raw_params = {"params": index._search_params(K)}
-    fields = list(FIELD_NAMES)
-
-    def raw_search(batch):
-        return raw.search(
-            index.collection,
-            data=batch,
-            limit=K,
-            output_fields=fields,
-            search_params=raw_params,
-            anns_field="vector",
-        )
+    # raw pymilvus: the same client, collection and call options as labkit's search
+    raw_search = raw_search_of(index)
 
     # the same 1000 queries at once: labkit and raw pymilvus in turns, numpy exact apart
     norms = (vectors.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
     index.search(queries[:10], k=K)  # warm up
     raw_search(queries)
-    ours_batch, raw_batch, found = in_turns(
-        lambda: index.search(queries, k=K), lambda: raw_search(queries), BATCH_TURNS
-    )
-    labkit_batch_s, raw_batch_s = statistics.median(ours_batch), statistics.median(raw_batch)
+    load_before = os.getloadavg()[0]
+    turns = in_turns(lambda: index.search(queries, k=K), lambda: raw_search(queries), BATCH_TURNS)
+    labkit_batch_s = statistics.median(t[0] for t in turns)
+    raw_batch_s = statistics.median(t[2] for t in turns)
     numpy_s, exact = timed(lambda: numpy_top_k(vectors, norms, queries, K), 3)
+    found = index.search(queries, k=K)
     found_ids = np.array([[h.id for h in hits] for hits in found])
     exact_ids = ids[exact]
     recall = float(
         np.mean([len(set(a) & set(b)) / K for a, b in zip(found_ids, exact_ids, strict=True)])
     )
+    del found
 
     # single queries, labkit and raw interleaved so drift hits both alike
     ours, theirs = [], []
@@ -146,6 +209,23 @@ def main() -> None:
         theirs.append(time.perf_counter() - start)
     numpy_single_s, _ = timed(lambda: numpy_top_k(vectors, norms, queries[:1], K), 5)
 
+    # the client's CPU: the same index served by its own process, both arms in turns again
+    index.close()
+    server, uri = served(index.endpoint.path)
+    try:
+        remote = SpectrumIndex(uri, DIM, timeout=120, build_timeout=3600)
+        remote_raw = raw_search_of(remote)
+        remote.search(queries, k=K)  # warm up
+        remote_raw(queries)
+        remote_turns = in_turns(
+            lambda: remote.search(queries, k=K), lambda: remote_raw(queries), BATCH_TURNS
+        )
+        remote.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    load_after = os.getloadavg()[0]
+
     ms = np.array(ours) * 1000
     metrics = {
         "n_vectors": n,
@@ -154,7 +234,12 @@ def main() -> None:
         "batch_qps": BATCH_QUERIES / labkit_batch_s,
         "batch_qps_numpy": BATCH_QUERIES / numpy_s,
         "batch_qps_pymilvus": BATCH_QUERIES / raw_batch_s,
-        "batch_ratio_vs_pymilvus": raw_batch_s / labkit_batch_s,
+        **paired("batch_ratio_vs_pymilvus", [t[2] / t[0] for t in turns]),
+        **paired("batch_client_cpu_ratio_vs_pymilvus", [t[3] / t[1] for t in remote_turns]),
+        "batch_client_cpu_ms": statistics.median(t[1] for t in remote_turns) * 1000,
+        "batch_client_cpu_ms_pymilvus": statistics.median(t[3] for t in remote_turns) * 1000,
+        "batch_ratio_vs_pymilvus_server": statistics.median(t[2] / t[0] for t in remote_turns),
+        "batch_turns": BATCH_TURNS,
         "batch_qps_ratio_vs_numpy": numpy_s / labkit_batch_s,
         "single_ratio_vs_pymilvus": statistics.median(ours) / statistics.median(theirs),
         "p50_ms": float(np.percentile(ms, 50)),
@@ -163,6 +248,8 @@ def main() -> None:
         "single_ms_numpy": numpy_single_s * 1000,
         "upsert_per_s": n / upsert_s,
         "index_build_s": build_s,
+        "load_avg_1min_before": load_before,
+        "load_avg_1min_after": load_after,
     }
     print_table(
         f"labkit.vectors vs raw tools ({n} vectors, dim {DIM}, {index.describe_index()})",
@@ -184,9 +271,13 @@ def main() -> None:
         ],
     )
     print(f"recall@10 {recall:.4f} (target >= 0.99)")
+    print(
+        f"batch ratio vs pymilvus (paired, {BATCH_TURNS} turns): median "
+        f"{metrics['batch_ratio_vs_pymilvus']:.3f}, IQR "
+        f"{metrics['batch_ratio_vs_pymilvus_q25']:.3f}-{metrics['batch_ratio_vs_pymilvus_q75']:.3f}"
+        f"; client CPU ratio {metrics['batch_client_cpu_ratio_vs_pymilvus']:.3f} (target >= 0.95)"
+    )
     write_results("search", args.quick, metrics)
-    raw.close()
-    index.close()
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -10,11 +10,11 @@ Speed: milvus-lite's engine runs in Python; each search request costs it a fixed
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -624,19 +624,29 @@ class SpectrumIndex:
         return results
 
     def _hits(self, answer: Any) -> list[list[Hit]]:
-        """Hits of one pymilvus answer, a query's ids and distances converted as whole lists.
+        """Hits of one pymilvus answer (a ``SearchResult``: per query a ``HybridHits``).
 
-        pymilvus already made a fresh metadata dict per hit; those become the Hits' ``meta``
-        as they are when their keys come in schema order, rather than being copied.
+        Profiled on 1000 queries x 10 hits, this is all labkit adds to pymilvus's own parsing,
+        so it does each step once per batch or in C: the distances of the whole batch are
+        converted in one numpy call, ids with ``map(int, ...)``, and each Hit is made by
+        ``tuple.__new__`` (what ``Hit._make`` does, without a Python call per hit). pymilvus
+        already made a fresh metadata dict per hit; those become the Hits' ``meta`` as they
+        are when their keys come in schema order, rather than being copied.
         """
-        entity = dict.__getitem__  # pymilvus's Hit is a dict; its own __getitem__ is Python code
+        distances = self._distances(
+            np.fromiter(chain.from_iterable(h.distances for h in answer), np.float64)
+        )
+        entity = dict.__getitem__  # pymilvus's Hit is a dict; its own __getitem__ is Python
         results: list[list[Hit]] = []
+        start = 0
         for hits in answer:
-            metas = [entity(h, "entity") for h in hits]
+            stop = start + len(hits)
+            metas = [entity(h, "entity") for h in hits]  # iterating materializes HybridHits
             if metas and tuple(metas[0]) != schema.FIELD_NAMES:
                 metas = [schema.row_meta(m) for m in metas]
-            ids = [int(i) for i in hits.ids]
-            results.append(list(map(Hit, ids, self._distances(hits.distances), metas)))
+            rows = zip(map(int, hits.ids), distances[start:stop], metas, strict=True)
+            results.append(list(map(tuple.__new__, repeat(Hit), rows)))
+            start = stop
         return results
 
     def _search_params(self, limit: int) -> dict[str, Any]:
@@ -646,13 +656,17 @@ class SpectrumIndex:
             return {"nprobe": self.nprobe}
         return {}
 
-    def _distances(self, raw: Sequence[float]) -> list[float]:
-        """Milvus scores as labkit distances (smaller is closer for every metric)."""
+    def _distances(self, raw: np.ndarray) -> list[float]:
+        """Milvus scores (float64) as labkit distances, smaller closer for every metric.
+
+        The same floats as ``math.sqrt(d) if d > 0 else 0.0`` (L2), ``1 - d`` (COSINE) and
+        ``-d`` (IP) per score: numpy's sqrt and arithmetic on doubles round alike.
+        """
         if self.metric == "L2":
-            return [math.sqrt(d) if d > 0 else 0.0 for d in raw]
+            return np.sqrt(np.where(raw > 0, raw, 0.0)).tolist()
         if self.metric == "COSINE":
-            return [1.0 - float(d) for d in raw]
-        return [-float(d) for d in raw]
+            return (1.0 - raw).tolist()
+        return (-raw).tolist()
 
     def columns(
         self,

@@ -3,6 +3,7 @@ against a `milvus-lite server` process over the network path."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import subprocess
@@ -20,7 +21,8 @@ from labkit.errors import (
     UnknownIdError,
     VectorIndexError,
 )
-from labkit.vectors import SpectrumIndex
+from labkit.vectors import SpectrumIndex, schema
+from labkit.vectors.index import Hit
 from tests.conftest import free_port
 from tests.vectors.conftest import random_rows
 
@@ -97,6 +99,55 @@ def test_search_equals_brute_force(open_index, metric):
     assert index.search([], k=7) == [] and index.search(np.zeros((0, 8)), k=7) == []
     single = index.search(queries[0], k=7)
     assert len(single) == 1 and [h.id for h in single[0]] == [h.id for h in hits[0]]
+
+
+def raw_pymilvus(index: SpectrumIndex, queries: np.ndarray, k: int, expression: str = ""):
+    """The raw pymilvus call labkit makes, as (ids, labkit distances, metadata) per query."""
+    answer = index._client.search(
+        index.collection,
+        data=np.atleast_2d(queries),
+        limit=k,
+        filter=expression,
+        output_fields=list(schema.FIELD_NAMES),
+        search_params={"params": index._search_params(k)},
+        anns_field=schema.VECTOR,
+        timeout=20,
+    )
+    convert = {
+        "L2": lambda d: math.sqrt(d) if d > 0 else 0.0,
+        "COSINE": lambda d: 1.0 - d,
+        "IP": lambda d: -d,
+    }[index.metric]
+    return [
+        [(h["id"], convert(h["distance"]), schema.row_meta(h["entity"])) for h in hits]
+        for hits in answer
+    ]
+
+
+@pytest.mark.parametrize("metric", ["L2", "COSINE", "IP"])
+def test_search_returns_exactly_what_raw_pymilvus_returns(open_index, metric):
+    """Batch and single queries, with and without a filter, on the default (HNSW) index:
+    the same ids, distances to the last bit, metadata and types as the raw call."""
+    ids, vectors, meta = random_rows(300, 6, seed=8)
+    index = open_index(dim=6, metric=metric)
+    index.upsert(ids, vectors, meta)
+    index.flush()
+    queries = np.random.default_rng(2).standard_normal((60, 6)).astype(np.float32)
+    for batch, expression in (
+        (queries, ""),
+        (queries, 'spectype == "QSO" and z > 1'),
+        (queries[7], ""),
+    ):
+        got = index.search(batch, k=9, filter=expression or None)
+        assert type(got) is list and len(got) == len(np.atleast_2d(batch))
+        for hits in got:
+            assert type(hits) is list
+            for hit in hits:
+                assert type(hit) is Hit and type(hit.id) is int and type(hit.distance) is float
+                assert type(hit.meta) is dict and tuple(hit.meta) == schema.FIELD_NAMES
+        want = raw_pymilvus(index, batch, 9, expression)
+        # json: NaN (a masked redshift) equals NaN, floats compared by their repr
+        assert json.dumps([[tuple(h) for h in hits] for hits in got]) == json.dumps(want)
 
 
 def test_search_by_id_finds_others_nearest_first(open_index):
@@ -202,7 +253,8 @@ def _run_child(uri: str) -> str:
     code = f"""
 import sys
 from labkit.errors import LabkitError
-from labkit.vectors import SpectrumIndex
+from labkit.vectors import SpectrumIndex, schema
+from labkit.vectors.index import Hit
 try:
     index = SpectrumIndex({uri!r})
 except LabkitError as exc:
