@@ -137,6 +137,21 @@ class Bed:
             args += ["--address", f"{self.net['head'].address}:{RAY_PORT}"]
         node.start(args, self.work / f"ray-{host}.log", env)
 
+    def start_ray_cluster(self) -> None:
+        """A Ray head on ``head``, then a node on each of ``node1``/``node2``, token auth on."""
+        self.start_ray_node("head", head=True)
+        self.wait_for_ray(1)
+        for joined, host in enumerate(NODES, start=2):  # one at a time: 2 cores for them all
+            self.start_ray_node(host)
+            self.wait_for_ray(joined)
+
+    def ray_head_running(self) -> bool:
+        """Whether the Ray head this bed started still runs (a test may have lost it)."""
+        return any(
+            Path(proc.args[4]).name == "ray" and proc.poll() is None
+            for proc in self.net["head"].procs
+        )
+
     def wait_for_ray(self, nodes: int) -> None:
         args = ["wait", self.ray_address, str(nodes), "--token-file", str(self.token_file)]
         self.client("laptop", args, self.env(tls=None))
@@ -191,11 +206,7 @@ def dask_cluster(bed: Bed, tls: bool = True) -> Iterator[Bed]:
 def ray_cluster(bed: Bed) -> Iterator[Bed]:
     """A Ray head on ``head`` and a node on each of ``node1``/``node2``, token auth on."""
     try:
-        bed.start_ray_node("head", head=True)
-        bed.wait_for_ray(1)
-        for joined, host in enumerate(NODES, start=2):  # one at a time: 2 cores for them all
-            bed.start_ray_node(host)
-            bed.wait_for_ray(joined)
+        bed.start_ray_cluster()
         yield bed
     finally:
         bed.stop("ray")

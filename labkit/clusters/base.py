@@ -13,6 +13,7 @@ from labkit.clusters.credentials import Credentials
 from labkit.clusters.mapping import ChunkLost, ItemFailure, plan_chunks
 from labkit.errors import (
     ClusterTaskError,
+    ConnectError,
     MapItemError,
     NotConnectedError,
     UnsupportedOperationError,
@@ -96,6 +97,16 @@ class Cluster(ABC):
                 f"this {self.backend} cluster ({self.address}) was closed; "
                 "connect first with labkit.connect() or %labkit connect"
             )
+
+    def _connection_lost(self, what: str) -> ConnectError:
+        """The error for work cut off because ``what`` (the scheduler, the head) went away."""
+        return ConnectError(
+            f"lost the connection to the {what} at {self.address}: the work still outstanding "
+            f"was cancelled (nothing more runs); once the {what.split()[-1]} is back, "
+            f"labkit.connect({self.address!r}) again and re-run it",
+            address=self.address,
+            backend=self.backend,
+        )
 
     def resources(self) -> dict[str, Any]:
         """Totals over workers: cpus, gpus, memory_bytes, workers."""

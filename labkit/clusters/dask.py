@@ -123,21 +123,11 @@ class DaskCluster(Cluster):
                     outcome = future.result()
                 except Exception as exc:  # run_chunk catches fn's own errors; this is the cluster's
                     if getattr(exc, "reason", None) == "scheduler-connection-lost":
-                        raise self._scheduler_lost() from exc
+                        raise self._connection_lost("Dask scheduler") from exc
                     outcome = ChunkLost(exc)
                 yield position[future.key], outcome
         finally:
             self.client.cancel([future for future in futures if not future.done()])
-
-    def _scheduler_lost(self) -> ConnectError:
-        """The error for work cut off because the scheduler (or the way to it) went away."""
-        return ConnectError(
-            f"lost the connection to the Dask scheduler at {self.address}: the work still "
-            "outstanding was cancelled (nothing more runs); once the scheduler is back, "
-            f"labkit.connect({self.address!r}) again and re-run it",
-            address=self.address,
-            backend="dask",
-        )
 
     def _argument(self, chunk: list[Any]) -> Any:
         """A large chunk goes straight to a worker (``scatter``); a small one rides in the task.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from labkit.clusters import ray_worker_setup
@@ -56,6 +58,26 @@ def new_ray_temp_dir() -> str:
     return tempfile.mkdtemp(prefix="labkit-ray-", dir=parent)
 
 
+# A Ray Client that loses its server retries every call until this many seconds have passed,
+# then fails them all with ConnectionError; Ray's default is 30 s whatever timeout= says.
+RECONNECT_ENV = "RAY_CLIENT_RECONNECT_GRACE_PERIOD"
+
+
+@contextmanager
+def _reconnect_within(timeout: float) -> Iterator[None]:
+    """Give a Ray Client made inside this block half of ``timeout`` to win back a lost server,
+    so a lost head is an error within ``timeout`` (Ray reads the setting as it connects).
+    A value the user set is left alone."""
+    if RECONNECT_ENV in os.environ:
+        yield
+        return
+    os.environ[RECONNECT_ENV] = str(max(1, int(timeout / 2)))
+    try:
+        yield
+    finally:
+        os.environ.pop(RECONNECT_ENV, None)
+
+
 def _http(url: str | None) -> str | None:
     if not url:
         return None
@@ -71,9 +93,18 @@ class RayCluster(Cluster):
 
     backend = "ray"
 
-    def __init__(self, address: str, *, local: bool, dashboard_url: str | None, temp_dir=None):
+    def __init__(
+        self,
+        address: str,
+        *,
+        local: bool,
+        dashboard_url: str | None,
+        temp_dir=None,
+        timeout: float = 30.0,
+    ):
         super().__init__(address, local=local, dashboard_url=dashboard_url)
         self.temp_dir = temp_dir
+        self.timeout = timeout
         self._remote_chunk = None
 
     @classmethod
@@ -108,18 +139,20 @@ class RayCluster(Cluster):
         release_previous()
         use_token(token)
         try:
-            context = ray.init(
-                address=target.address,
-                log_to_driver=True,
-                runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
-            )
+            with _reconnect_within(timeout):
+                context = ray.init(
+                    address=target.address,
+                    log_to_driver=True,
+                    runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
+                )
         except Exception as exc:
             raise ConnectError(
                 f"cannot attach to the Ray cluster at {target.address}: {exc}",
                 address=target.address,
                 backend="ray",
             ) from exc
-        return cls(target.address, local=False, dashboard_url=_http(context.dashboard_url))
+        dashboard = _http(context.dashboard_url)
+        return cls(target.address, local=False, dashboard_url=dashboard, timeout=timeout)
 
     @classmethod
     def _start_local(cls, num_cpus: int | None) -> RayCluster:
@@ -144,12 +177,26 @@ class RayCluster(Cluster):
             address, local=True, dashboard_url=_http(context.dashboard_url), temp_dir=temp_dir
         )
 
+    @contextmanager
+    def _head_answers(self) -> Iterator[None]:
+        """Turn a Ray Client's lost server (``ConnectionError`` once its reconnect grace
+        period is over) into a ``ConnectError`` naming the head; the client is closed, as
+        Ray never reconnects it after that."""
+        try:
+            yield
+        except ConnectionError as exc:
+            with contextlib.suppress(Exception):
+                self.close()
+            raise self._connection_lost("Ray head") from exc
+
     def workers(self) -> list[dict[str, Any]]:
         import ray
 
         self._check_open()
+        with self._head_answers():
+            found = ray.nodes()
         nodes = []
-        for node in ray.nodes():
+        for node in found:
             if not node.get("Alive"):
                 continue
             resources = node.get("Resources", {})
@@ -170,14 +217,15 @@ class RayCluster(Cluster):
 
         self._check_open()
         remote = ray.remote(num_cpus=0)(_call)  # any callable, partials included
-        pending = {
-            node["NodeManagerAddress"]: remote.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            ).remote(fn)
-            for node in ray.nodes()
-            if node.get("Alive")
-        }
-        return dict(zip(pending, ray.get(list(pending.values())), strict=True))
+        with self._head_answers():
+            pending = {
+                node["NodeManagerAddress"]: remote.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                ).remote(fn)
+                for node in ray.nodes()
+                if node.get("Alive")
+            }
+            return dict(zip(pending, ray.get(list(pending.values())), strict=True))
 
     def run_chunks(
         self, fn: Callable[[Any], Any], chunks: list[list[Any]]
@@ -186,22 +234,25 @@ class RayCluster(Cluster):
 
         if self._remote_chunk is None:
             self._remote_chunk = ray.remote(run_chunk)
-        fn_ref = ray.put(fn)
-        refs = [self._remote_chunk.remote(fn_ref, chunk) for chunk in chunks]
-        position = {ref: index for index, ref in enumerate(refs)}
-        pending = list(refs)
+        pending: list = []
         try:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                for ref in ready:
-                    try:
-                        outcome = ray.get(ref)
-                    except ray.exceptions.RayError as exc:
-                        outcome = ChunkLost(exc)
-                    yield position[ref], outcome
+            with self._head_answers():
+                fn_ref = ray.put(fn)
+                refs = [self._remote_chunk.remote(fn_ref, chunk) for chunk in chunks]
+                position = {ref: index for index, ref in enumerate(refs)}
+                pending = list(refs)
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    for ref in ready:
+                        try:
+                            outcome = ray.get(ref)
+                        except ray.exceptions.RayError as exc:
+                            outcome = ChunkLost(exc)
+                        yield position[ref], outcome
         finally:
-            for ref in pending:
-                ray.cancel(ref)
+            if not self.closed:  # a lost head took its tasks along
+                for ref in pending:
+                    ray.cancel(ref)
 
     def _scale(self, n: int) -> None:
         warnings.warn(

@@ -6,9 +6,12 @@
     python -m tests.clusters.multinode_client train ADDRESS [N] --token-file F [--epochs E]
     python -m tests.clusters.multinode_client batch ADDRESS N --bundle B [--token-file F]
     python -m tests.clusters.multinode_client refused ADDRESS [--token-file F]
+    python -m tests.clusters.multinode_client fetch URL [--jupyter-token T] [--data JSON]
 
 ``map`` prints ``mapping`` once the map is under way (a test can then take a host down),
 then the figures. Dask's TLS files come from Dask's configuration (its environment variables).
+``--timeout`` is labkit.connect's; with ``--report-error`` a labkit error is the JSON line
+(its type, message and the wall-clock time it was raised) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import argparse
 import json
 import sys
 import time
+
+from labkit.errors import LabkitError
 
 WAIT_S = 240  # a node joining a busy 2-core machine can take a minute or more
 
@@ -33,7 +38,7 @@ def _square(x: int, slow: float = 0.0) -> tuple[int, str]:
 def _connect(args: argparse.Namespace):
     import labkit
 
-    return labkit.connect(args.address, timeout=30, token_file=args.token_file)
+    return labkit.connect(args.address, timeout=args.timeout, token_file=args.token_file)
 
 
 def wait(args: argparse.Namespace) -> dict:
@@ -125,10 +130,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def batch(args: argparse.Namespace) -> dict:
     """``labkit.batch`` of a bundle over ``scale`` = 1..N on the cluster at the address."""
-    import labkit
     from labkit.runs import batch as run_batch
 
-    labkit.connect(args.address, timeout=30, token_file=args.token_file)
+    _connect(args)
     result = run_batch(args.bundle, {"scale": list(range(1, args.count + 1))}, progress=False)
     return {"runs": result.runs}
 
@@ -146,9 +150,38 @@ def refused(args: argparse.Namespace) -> dict:
     return {"error": None, "seconds": time.perf_counter() - started}
 
 
+def fetch(args: argparse.Namespace) -> dict:
+    """One HTTP GET (a POST of ``--data``), redirects not followed: its status, Location and
+    the start of its body."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    headers = {"Authorization": f"token {args.jupyter_token}"} if args.jupyter_token else {}
+    data = args.data.encode() if args.data is not None else None
+    request = urllib.request.Request(args.address, data=data, headers=headers)
+    started = time.perf_counter()
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
+            status, location, body = response.status, None, response.read()
+    except urllib.error.HTTPError as exc:
+        status, location, body = exc.code, exc.headers.get("Location"), exc.read()
+    seconds = time.perf_counter() - started
+    text = body.decode(errors="replace")[:4000]
+    return {"status": status, "location": location, "body": text, "seconds": seconds}
+
+
+SCENARIOS = {
+    "wait": wait, "map": map_, "train": train, "batch": batch, "refused": refused, "fetch": fetch,
+}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["wait", "map", "train", "batch", "refused"])
+    parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("address")
     parser.add_argument("count", nargs="?", type=int, default=0)
     parser.add_argument("--token-file")
@@ -157,10 +190,19 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="also time Ray's raw idiom")
     parser.add_argument("--bundle", help="the bundle a batch runs")
     parser.add_argument("--epochs", type=int, default=2, help="epochs a training runs")
+    parser.add_argument("--jupyter-token", help="what fetch sends as Jupyter's token")
+    parser.add_argument("--data", help="a JSON body fetch posts")
+    parser.add_argument("--timeout", type=float, default=30.0, help="labkit.connect's timeout")
+    parser.add_argument("--report-error", action="store_true", help="a labkit error as JSON")
     args = parser.parse_args()
-    scenarios = {"wait": wait, "map": map_, "train": train, "batch": batch, "refused": refused}
-    scenario = scenarios[args.scenario]
-    print(json.dumps(scenario(args)), flush=True)
+    scenario = SCENARIOS[args.scenario]
+    try:
+        figures = scenario(args)
+    except LabkitError as exc:
+        if not args.report_error:
+            raise
+        figures = {"error": type(exc).__name__, "message": str(exc), "at": time.time()}
+    print(json.dumps(figures), flush=True)
     sys.stdout.flush()
 
 

@@ -12,7 +12,9 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,9 +48,22 @@ def dask_tls(bed) -> Iterator[Bed]:
 
 
 @pytest.fixture(scope="session")
-def ray_multinode(bed) -> Iterator[Bed]:
+def ray_session(bed) -> Iterator[Bed]:
     with ray_cluster(bed):
         yield bed
+
+
+def _ray_up(bed: Bed) -> Bed:
+    """The bed's Ray cluster, started afresh where a test lost its head."""
+    if not bed.ray_head_running():
+        bed.stop("ray")
+        bed.start_ray_cluster()
+    return bed
+
+
+@pytest.fixture
+def ray_multinode(ray_session) -> Bed:
+    return _ray_up(ray_session)
 
 
 # -- Dask over mutual TLS --------------------------------------------------------------------
@@ -156,10 +171,10 @@ def _train_args(bed: Bed) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ray_train_run(ray_multinode) -> dict:
+def ray_train_run(ray_session) -> dict:
     """Two Ray Train workers of one CPU each on nodes of one CPU each: two hosts, so DDP's
     gloo must connect across them (the driver runs on the head, as Ray Train needs)."""
-    bed = ray_multinode
+    bed = _ray_up(ray_session)
     return bed.client("head", _train_args(bed), bed.env(tls=None), timeout=500)
 
 
@@ -176,6 +191,32 @@ def test_a_ray_client_without_the_token_is_refused_at_once(ray_multinode):
     assert outcome["error"] == "AuthError", outcome
     assert "token" in outcome["message"]
     assert outcome["seconds"] < 10  # not Ray's own 20-30 s of retries
+
+
+@pytest.mark.timeout(900)  # the Ray cluster starts afresh after a test that lost its head
+def test_a_lost_ray_head_is_an_error_naming_it_within_the_timeout(ray_multinode):
+    """The head's processes are killed (SIGKILL, by PID) while the laptop maps over a Ray
+    Client: the map fails with ConnectError naming the head within labkit.connect's timeout,
+    where Ray's client alone retries for its own 30 s and then raises a bare ConnectionError."""
+    bed = ray_multinode
+    head, laptop, timeout = bed["head"], bed["laptop"], 20
+    args = [sys.executable, *CLIENT, "map", bed.ray_address, "600", "--slow", "0.2"]
+    args += ["--token-file", str(bed.token_file), "--timeout", str(timeout), "--report-error"]
+    log = bed.work / "head-loss-client.log"
+    client = laptop.start(args, log, env=bed.env(tls=None))
+    try:
+        wait_for(lambda: "mapping" in log.read_text(), 120, "the map under way")
+        [ray_head] = [p for p in head.procs if Path(p.args[4]).name == "ray"]
+        lost = time.time()
+        head.kill(ray_head)
+        client.wait(timeout * 3)  # a hang fails here
+        outcome = json.loads(log.read_text().strip().splitlines()[-1])
+        assert outcome["error"] == "ConnectError", outcome
+        assert f"Ray head at {bed.ray_address}" in outcome["message"]
+        assert outcome["at"] - lost <= timeout, outcome
+    finally:
+        laptop.stop(client)
+        bed.stop("ray")  # the nodes lost their head too; the next Ray test starts afresh
 
 
 # -- a sidebar cluster that takes nodes from other hosts ------------------------------------
