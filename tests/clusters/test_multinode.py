@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -147,6 +149,58 @@ def test_a_batch_runs_on_a_host_that_does_not_see_the_notebooks_folder(dask_tls)
         shutil.rmtree(shipped_folder(data_key(load_bundle(bundle).manifest["data_files"])), True)
         bed.start_dask_worker("node2")
         bed.wait_for_dask()
+
+
+JUPYTER_PORT = 8888  # the laptop's own stack: no clash with anything on this machine
+
+
+def _jupyter_on(bed: Bed, host: str, token: str) -> subprocess.Popen:
+    """A real ``jupyter server`` with labkit's extension on ``host``, Jupyter's token auth on."""
+    node = bed[host]
+    root = bed.work / f"jupyter-{host}"
+    (root / "runtime").mkdir(parents=True, exist_ok=True)
+    env = bed.env(None) | {"JUPYTER_RUNTIME_DIR": str(root / "runtime")}
+    args = [sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser"]
+    args += [f"--ip={node.address}", f"--port={JUPYTER_PORT}", f"--ServerApp.root_dir={root}"]
+    args += [f"--IdentityProvider.token={token}", "--ClusterManager.list_kernel_clusters=False"]
+    return node.start(args, bed.work / f"jupyter-{host}.log", env)
+
+
+def test_a_remote_dashboard_is_served_through_jupyter_and_only_with_its_token(dask_tls):
+    """A Jupyter server on the laptop registers the TLS Dask cluster on ``head``: the card's
+    dashboard link is a path on Jupyter, which serves the scheduler's page to a request with
+    Jupyter's token and refuses one from ``outsider`` without it at once."""
+    bed, token = dask_tls, secrets.token_hex(16)
+    laptop = bed["laptop"]
+    server = _jupyter_on(bed, "laptop", token)
+    jupyter = f"http://{laptop.address}:{JUPYTER_PORT}"
+
+    def fetch(host: str, path: str, with_token: bool = True, data: dict | None = None) -> dict:
+        args = ["fetch", jupyter + path] + (["--jupyter-token", token] if with_token else [])
+        args += ["--data", json.dumps(data)] if data is not None else []
+        return bed.client(host, args, bed.env(None))
+
+    try:
+        wait_for(lambda: fetch("laptop", "/labkit/api/clusters")["status"] == 200, 120, "Jupyter")
+        files = bed.certs["client"]
+        tls = {"ca_file": str(files.ca_file), "cert": str(files.cert), "key": str(files.key)}
+        body = {"address": bed.dask_address(), "name": "lab", "tls": tls}
+        registered = fetch("laptop", "/labkit/api/clusters", data=body)
+        assert registered["status"] == 201, registered
+        card = json.loads(fetch("laptop", "/labkit/api/clusters/lab")["body"])
+        assert card["status"] == "running", card
+        link = card["dashboard_url"]
+        assert link == "/labkit/dashboard/lab/status", card  # a path on Jupyter, not head:8787
+        page = fetch("laptop", link)
+        assert page["status"] == 200 and "Dask" in page["body"], page
+        stranger = fetch("outsider", link, with_token=False)
+        assert stranger["status"] in (302, 403), stranger
+        if stranger["status"] == 302:
+            assert "/login" in stranger["location"], stranger
+        assert stranger["seconds"] <= 5, stranger
+        assert "Dask" not in stranger["body"]
+    finally:
+        laptop.stop(server)
 
 
 # -- Ray with token auth ---------------------------------------------------------------------
