@@ -37,7 +37,8 @@ async def serve(backend: str, host: str, workers: int, out: Path) -> None:
         while not stop.is_set():
             described = await manager.get_cluster(described.id)
             record = dataclasses.asdict(described)
-            record["tls"] = manager._clusters[described.id].tls
+            kept = manager._clusters[described.id]
+            record["tls"], record["token_file"] = kept.tls, kept.token_file
             partial = out.with_suffix(".part")
             partial.write_text(json.dumps(record))
             os.replace(partial, out)

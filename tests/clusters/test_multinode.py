@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit.clusters.ray import new_ray_temp_dir
 from tests.conftest import wait_for
 from tests.multihost import (
     BIN,
@@ -309,6 +310,52 @@ def test_a_sidebar_dask_cluster_off_loopback_takes_nodes_only_over_mutual_tls(be
         assert figures["ordered"] and figures["n"] == 50
         outcome = bed.client("outsider", ["refused", cluster["address"]], bed.env(None))
         assert outcome["error"] == "AuthError", outcome
+    finally:
+        if joined is not None:
+            node1.stop(joined)
+        head.stop(server)
+
+
+def test_a_sidebar_ray_cluster_off_loopback_takes_nodes_only_with_its_token(bed):
+    """``ClusterManager.bind_host`` set to the head's address: the Ray head starts with token
+    auth and out of Ray's loopback mode, its record shows the command a node runs to join,
+    a node that runs it joins (with ``--block`` and a temp dir of its own, so the test holds
+    its processes), a driver maps over both hosts with the token, a stranger without it
+    is refused."""
+    head, node1 = bed["head"], bed["node1"]
+    bed.stop("ray")  # node1 runs one Ray node at a time (fixed agent ports)
+    described = bed.work / "described-ray.json"
+    server_args = [sys.executable, "-m", "tests.clusters.multinode_server", "ray"]
+    env = bed.env(None) | {"HOME": str(bed.work / "sidebar-home")}  # its token made afresh
+    server = head.start(
+        [*server_args, head.address, "1", str(described)], bed.work / "server-ray.log", env
+    )
+    joined = None
+    try:
+
+        def record(status: str = "running", nodes: int = 1):
+            found = json.loads(described.read_text()) if described.exists() else {}
+            return found if found.get("status") == status and found["workers"] == nodes else None
+
+        cluster = wait_for(record, 240, "the sidebar's Ray head")
+        assert cluster["address"].startswith(f"{head.address}:")
+        [*assignments, program, start, flag, address] = shlex.split(cluster["join"])
+        assert (program, start, flag, address) == ("ray", "start", "--address", cluster["address"])
+        token_file = cluster["token_file"]
+        assert assignments == ["RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={token_file}"]
+        node_env = bed.env(None) | dict(a.split("=", 1) for a in assignments)
+        bed.ray_temp_dirs.append(new_ray_temp_dir())
+        args = [str(BIN / program), start, flag, address, "--block", "--num-cpus", "1"]
+        args += ["--temp-dir", bed.ray_temp_dirs[-1], "--disable-usage-stats"]
+        joined = node1.start(args, bed.work / "joined-ray-node.log", node_env)
+        wait_for(lambda: record(nodes=2), 240, "the node that ran the join command")
+
+        token = ["--token-file", token_file]
+        figures = bed.client("head", ["map", cluster["address"], "50", *token], bed.env(None))
+        assert figures["hosts"] == sorted([head.address, node1.address])
+        assert figures["ordered"] and figures["n"] == 50
+        outcome = bed.client("outsider", ["refused", cluster["address"]], bed.env(None))
+        assert outcome["error"] == "AuthError" and "token" in outcome["message"], outcome
     finally:
         if joined is not None:
             node1.stop(joined)

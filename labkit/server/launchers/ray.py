@@ -96,7 +96,10 @@ class RayLauncher(Launcher):
         self.generation += 1
         ports = dict(zip(self.PORT_FLAGS, free_ports(len(self.PORT_FLAGS), self.host), strict=True))
         env = self._token_env()  # token auth on, loopback or not
-        if not self.takes_remote_nodes:
+        if self.takes_remote_nodes:
+            # "0" (inherited from a process that ran a loopback cluster) refuses other nodes
+            env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
             # Without this Ray rewrites 127.0.0.1 to the machine's routable address.
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         env["RAY_USAGE_STATS_ENABLED"] = "0"
