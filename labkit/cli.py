@@ -208,7 +208,7 @@ def run_command(bundle: str, pairs: tuple[tuple[str, str], ...], out: str | None
 
 
 @main.command("batch")
-@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("bundle", required=False, type=click.Path(file_okay=False))
 @click.option(
     "--grid",
     "grid",
@@ -219,34 +219,69 @@ def run_command(bundle: str, pairs: tuple[tuple[str, str], ...], out: str | None
 @click.option(
     "--on",
     default=None,
-    metavar="local|ray|dask|ADDRESS",
-    help="Cluster to run on: a local one of a backend, an address or a registered name.",
+    metavar="local|ray|dask|ADDRESS|slurm[:PROFILE]",
+    help="Cluster to run on: a local one of a backend, an address or a registered name; "
+    "slurm: one SLURM job array (a profile's partition, cores, memory, walltime).",
 )
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="Resubmissions of a run lost with its worker.",
+    help="Resubmissions of a run lost with its worker (on SLURM: or out of time).",
 )
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Batch folder (default: BUNDLE/batches/STAMP)."
 )
+@click.option(
+    "--status",
+    "status_dir",
+    metavar="BATCH_DIR",
+    type=click.Path(file_okay=False, exists=True),
+    help="Where each run of a SLURM batch stands (from its folder and squeue).",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    metavar="BATCH_DIR",
+    type=click.Path(file_okay=False, exists=True),
+    help="Submit a SLURM batch's lost runs again and wait for all of its runs.",
+)
 @_one_line_errors
 def batch_command(
-    bundle: str, grid: tuple[str, ...], on: str | None, retries: int, out: str | None
+    bundle: str | None,
+    grid: tuple[str, ...],
+    on: str | None,
+    retries: int,
+    out: str | None,
+    status_dir: str | None,
+    resume_dir: str | None,
 ) -> None:
     """Run BUNDLE over a parameter grid on a cluster.
 
     One papermill run per grid point, in parallel; writes results.json and one executed
-    notebook per run. Exits 1 when any run failed.
+    notebook per run. Exits 1 when any run failed. A SLURM batch (--on slurm) can be
+    followed later from its folder alone: --status BATCH_DIR, --resume BATCH_DIR.
     """
-    from labkit.errors import RunFailedError
+    from labkit.errors import ParameterError, RunFailedError
     from labkit.runs import batch, load_bundle
     from labkit.runs.parameters import parse_grid
 
-    loaded = load_bundle(bundle)
-    result = batch(loaded, parse_grid(loaded.parameters, grid), on=on, retries=retries, out=out)
+    if status_dir or resume_dir:
+        if bundle or grid or on or out or (status_dir and resume_dir):
+            raise ParameterError("--status or --resume takes a batch folder and nothing else")
+        from labkit.runs.slurm_array import batch_status, resume_batch
+
+        if status_dir:
+            click.echo("\n".join(batch_status(status_dir).lines()))
+            return
+        result = resume_batch(resume_dir)
+    elif bundle is None:
+        raise ParameterError("give a BUNDLE to run (or --status / --resume BATCH_DIR)")
+    else:
+        loaded = load_bundle(bundle)
+        grid_values = parse_grid(loaded.parameters, grid)
+        result = batch(loaded, grid_values, on=on, retries=retries, out=out)
     click.echo(result.path)
     summary = ", ".join(f"{v} {k}" for k, v in result.summary.items() if k != "duration_s" and v)
     click.echo(f"  {summary} in {result.summary['duration_s']:.1f} s")

@@ -43,7 +43,7 @@ export interface IBackend {
   scale_hint: string;
 }
 
-export type RunStatus = 'ok' | 'failed' | 'pending' | 'lost' | 'cancelled';
+export type RunStatus = 'ok' | 'failed' | 'pending' | 'lost' | 'timeout' | 'cancelled';
 export type BatchStatus = 'running' | 'done' | 'interrupted';
 
 /** A frozen bundle as `GET /labkit/api/runs` lists it. */

@@ -2,14 +2,18 @@
 
 One home for the SLURM facts every SLURM backend uses: the request (``SlurmOptions``), a
 check of it against SLURM before anything runs (``sbatch --test-only``: SLURM's own message
-for an unknown partition or an over-large request), and job states from ``squeue`` (there may
-be no accounting, so a job ``squeue`` no longer lists has ended).
+for an unknown partition or an over-large request), job states from ``squeue`` (there may
+be no accounting, so a job ``squeue`` no longer lists has ended), submitting a job array, and
+the named option sets (profiles) a site offers its users.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from labkit.checks import whole
 from labkit.errors import ParameterError, SlurmError
 
 SQUEUE_FORMAT = "%i|%T|%r"
+PROFILES_ENV = "LABKIT_SLURM_PROFILES"
 
 
 @dataclass(frozen=True)
@@ -121,13 +126,18 @@ def check_request(options: SlurmOptions) -> None:
         raise SlurmError(f"SLURM refused the request {' '.join(flags)}: {said}")
 
 
-def job_states(job_ids: list[str]) -> dict[str, JobState]:
-    """The state of each job, from ``squeue``; jobs it no longer lists have ENDED."""
+def job_states(job_ids: list[str], *, strict: bool = False) -> dict[str, JobState]:
+    """The state of each job or array task (``JOB_TASK``), from ``squeue``; jobs it no
+    longer lists have ENDED. ``strict``: a SlurmError when ``squeue`` itself fails (a
+    controller restarting), rather than every job read as ENDED."""
     if not job_ids:
         return {}
     out = _slurm(
-        ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}", f"--jobs={','.join(job_ids)}"]
+        ["squeue", "--array", "--noheader", f"--format={SQUEUE_FORMAT}"]
+        + [f"--jobs={','.join(job_ids)}"]
     )
+    if strict and out.returncode != 0 and "Invalid job id" not in out.stderr:
+        raise SlurmError(f"squeue failed: {out.stderr.strip() or out.returncode}")
     listed: dict[str, JobState] = {}
     for line in out.stdout.splitlines():
         parts = line.strip().split("|")
@@ -145,3 +155,58 @@ def output_tail(folder: Path, job_id: str, lines: int = 15) -> str:
         if text:
             tails.append(f"{path}:\n" + "\n".join(text))
     return "\n".join(tails) or f"(no output file for job {job_id} in {folder})"
+
+
+def array_flag(indices: Iterable[int]) -> str:
+    """``--array=`` for ``indices``, consecutive ones as ranges: ``--array=0-3,7``."""
+    ordered = sorted(set(indices))
+    parts, start = [], None
+    for position, index in enumerate(ordered):
+        if start is None:
+            start = index
+        if position + 1 == len(ordered) or ordered[position + 1] != index + 1:
+            parts.append(str(start) if start == index else f"{start}-{index}")
+            start = None
+    return f"--array={','.join(parts)}"
+
+
+def submit_script(script: Path, flags: list[str]) -> str:
+    """``sbatch FLAGS SCRIPT``; the job id, or SLURM's own message as a SlurmError."""
+    require_slurm()
+    out = _slurm(["sbatch", "--parsable", *flags, str(script)])
+    if out.returncode != 0:
+        said = " ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
+        raise SlurmError(f"SLURM refused {script.name} ({' '.join(flags)}): {said}")
+    return out.stdout.strip().split(";")[0]  # "JOBID" or "JOBID;CLUSTER"
+
+
+def slurm_profiles() -> dict[str, dict[str, Any]]:
+    """The site's named SLURM option sets: name -> ``SlurmOptions`` fields.
+
+    Read from the JSON file named by ``$LABKIT_SLURM_PROFILES``, else
+    ``~/.labkit/slurm-profiles.json``; none when neither exists. E.g.
+    ``{"gpu": {"partition": "gpu", "cores": 8, "job_extra": ["--gres=gpu:1"]}}``.
+    """
+    path = Path(os.environ.get(PROFILES_ENV) or Path.home() / ".labkit" / "slurm-profiles.json")
+    path = path.expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        profiles = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ParameterError(f"cannot read the SLURM profiles in {path}: {exc}") from exc
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ParameterError(f"{path} must map each profile name to its SLURM options")
+    return profiles
+
+
+def profile_options(profile: str | None, **overrides: Any) -> SlurmOptions:
+    """``SlurmOptions`` of the named profile (None: the defaults), ``overrides`` on top."""
+    chosen: dict[str, Any] = {}
+    if profile is not None:
+        profiles = slurm_profiles()
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or f"none (see ${PROFILES_ENV})"
+            raise ParameterError(f"no SLURM profile {profile!r}: known profiles are {known}")
+        chosen = dict(profiles[profile])
+    return SlurmOptions.from_kwargs({**chosen, **overrides})

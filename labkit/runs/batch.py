@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from labkit.checks import whole
 from labkit.clusters import Cluster, ClusterSpec, using_cluster
 from labkit.clusters.mapping import ChunkLost, ItemFailure
+from labkit.errors import ParameterError
 from labkit.log import logger
 from labkit.runs.bundle import BATCH_RESULTS, Bundle, load_bundle, now_iso, stamp, write_json
 from labkit.runs.execute import execute_task, make_task, result_entry
@@ -62,25 +63,44 @@ def batch(
     retries: int = 2,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    **slurm: Any,
 ) -> BatchResult:
     """Run ``bundle`` for every combination in ``grid`` on a cluster; write results.json.
 
     ``on``: a Cluster, ``"local"``/``"ray"``/``"dask"`` (a local cluster of that backend),
     an address or registered name, or None (the active cluster, else a local one). A
     cluster this call connects replaces the active one (as ``labkit.connect`` does) and is
-    closed at the end. Output: ``out`` (default
+    closed at the end. ``on="slurm"`` or ``"slurm:PROFILE"``: one SLURM job array, one run
+    per task (``labkit.runs.slurm_array``; ``slurm``: ``SlurmOptions`` fields over the
+    profile's, e.g. ``partition="short", walltime="01:00:00"``). Output: ``out`` (default
     ``BUNDLE/batches/STAMP``) with ``results.json`` and ``runs/NNN-....ipynb``.
     """
     retries = whole("retries", retries, 0)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     grid = check_grid(bundle.parameters, grid)
     out_dir = Path(out) if out is not None else bundle.path / "batches" / stamp()
+    profile = _slurm_target(on)
+    if profile is not False:
+        from labkit.runs.slurm_array import submit_array
+
+        return submit_array(bundle, grid, profile, slurm, retries, out_dir, progress)
+    if slurm:
+        raise ParameterError(
+            f"{', '.join(sorted(slurm))}: options of a SLURM batch; add on='slurm'"
+        )
     with using_cluster(on, required=True) as cluster:
         (out_dir / RUNS_FOLDER).mkdir(parents=True, exist_ok=True)
         return _Batch(bundle, grid, cluster, retries, out_dir, progress).run()
 
 
-def _slug(index: int, parameters: Mapping[str, Any]) -> str:
+def _slurm_target(on: ClusterSpec) -> str | None | Literal[False]:
+    """For ``on="slurm:PROFILE"`` the profile, for ``"slurm"`` None; False for any cluster."""
+    if not isinstance(on, str) or not (on == "slurm" or on.startswith("slurm:")):
+        return False
+    return on.partition(":")[2] or None
+
+
+def run_slug(index: int, parameters: Mapping[str, Any]) -> str:
     text = "-".join(f"{name}={value}" for name, value in parameters.items())
     text = re.sub(r"[^\w.=+-]+", "_", text)[:80]
     return f"{index:03d}-{text}" if text else f"{index:03d}"
@@ -95,7 +115,7 @@ class _Batch:
         self.out_dir, self.progress = out_dir, progress
         self.tasks = [make_task(bundle, params, index) for index, params in enumerate(combos)]
         self.tracking = RunTracking.for_batch(bundle, grid, len(combos))
-        self.tracked = [self.tracking.start(_slug(i, p), p) for i, p in enumerate(combos)]
+        self.tracked = [self.tracking.start(run_slug(i, p), p) for i, p in enumerate(combos)]
         for task, tracked in zip(self.tasks, self.tracked, strict=True):
             task["source"] = str(bundle.notebook_path)
             task["env"] = kernel_env(tracked)
@@ -184,7 +204,7 @@ class _Batch:
         entry = self.entries[index]
         notebook = None
         if outcome.get("notebook") is not None:
-            notebook = f"{RUNS_FOLDER}/{_slug(index, entry.parameters)}.ipynb"
+            notebook = f"{RUNS_FOLDER}/{run_slug(index, entry.parameters)}.ipynb"
             (self.out_dir / notebook).write_text(outcome["notebook"])
         finished = result_entry(outcome, entry.parameters, notebook)
         finished.mlflow_run_id = entry.mlflow_run_id
@@ -193,30 +213,40 @@ class _Batch:
         self.tracking.finish(self.tracked[index], finished, where)
 
     def _save(self, status: BatchStatus) -> dict[str, Any]:
-        counts = {
-            state: sum(entry.status == state for entry in self.entries) for state in RUN_STATUSES
+        header = {
+            "bundle": str(self.bundle.path),
+            "name": self.bundle.name,
+            "created": self.created,
+            "cluster": asdict(BatchCluster(self.cluster.backend, self.cluster.address)),
+            "grid": self.grid,
+            "retries": self.retries,
+            "mlflow": self.tracking.reference(self.tracking.parent),
         }
-        summary = {
-            "total": len(self.entries),
-            **{state: count for state, count in counts.items() if count or state != "cancelled"},
-            "duration_s": round(time.perf_counter() - self.start, 3),
-        }
-        cluster = BatchCluster(self.cluster.backend, self.cluster.address)
-        write_json(
-            self.out_dir / BATCH_RESULTS,
-            {
-                "kind": "batch",
-                "bundle": str(self.bundle.path),
-                "name": self.bundle.name,
-                "created": self.created,
-                "status": status,
-                "cluster": asdict(cluster),
-                "grid": self.grid,
-                "retries": self.retries,
-                "mlflow": self.tracking.reference(self.tracking.parent),
-                "summary": summary,
-                "runs": [entry.to_json() for entry in self.entries],
-            },
-        )
+        duration = time.perf_counter() - self.start
+        summary = save_results(self.out_dir, header, self.entries, status, duration)
         self.saved_at = time.perf_counter()
         return summary
+
+
+def save_results(
+    out_dir: Path,
+    header: Mapping[str, Any],
+    entries: list[BatchEntry],
+    status: BatchStatus,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Write ``results.json``: ``header`` (bundle, name, created, cluster, grid, retries,
+    mlflow), the batch's status, its totals, and every entry; return the totals."""
+    counts = {state: sum(entry.status == state for entry in entries) for state in RUN_STATUSES}
+    summary = {
+        "total": len(entries),
+        **{
+            state: count
+            for state, count in counts.items()
+            if count or state not in ("timeout", "cancelled")  # these two only when they occur
+        },
+        "duration_s": round(duration_s, 3),
+    }
+    payload = {"kind": "batch", **header, "status": status, "summary": summary}
+    write_json(out_dir / BATCH_RESULTS, payload | {"runs": [e.to_json() for e in entries]})
+    return summary

@@ -17,6 +17,7 @@ from typing import Any
 
 from labkit.clusters.where import this_host
 from labkit.errors import BundleError
+from labkit.log import logger
 from labkit.runs.bundle import (
     NOTEBOOK,
     RUN_RESULT,
@@ -32,6 +33,8 @@ from labkit.runs.records import records_in
 from labkit.runs.results import RunEntry, RunStatus
 from labkit.runs.run_tracking import RunTracking, kernel_env, usable_here
 from labkit.runs.ship import shipped_folder, unseen_files
+
+KERNEL_STARTS = 3  # tries to start a run's kernel before the run counts as failed
 
 
 @dataclass
@@ -70,7 +73,8 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
     """Run one parameter set with papermill; never raises for the notebook's own failures.
 
     Returns status, error, duration, worker host and pid, the records, and the executed
-    notebook as JSON text (None if the kernel never ran).
+    notebook as JSON text (None if the kernel never ran). A kernel that fails to start is
+    started again, up to ``KERNEL_STARTS`` times (``kernel_starts`` in the outcome).
     """
     import nbformat
     from papermill import execute_notebook
@@ -100,30 +104,41 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
         )
         outcome["duration_s"] = time.perf_counter() - start
         return outcome
-    notebook = nbformat.reads(task["notebook"], as_version=4)
     env = usable_here(task.get("env") or {})
     kernel = {"kernel_manager_class": kernel_manager_with_env(env)} if env else {}
     executed = None
     with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch:
         output = os.path.join(scratch, NOTEBOOK)
-        try:
-            # The kernel starts in working_dir through nbclient's resources, not papermill's
-            # cwd= (which calls os.chdir and would race between threads of one worker).
-            executed = execute_notebook(
-                notebook,
-                output,
-                parameters=task["parameters"],
-                kernel_name=task.get("kernel"),
-                progress_bar=progress,
-                request_save_on_cell_execute=False,
-                resources={"metadata": {"path": working_dir}},
-                **kernel,
-            )
-            outcome["status"] = "ok"
-        except PapermillExecutionError as exc:
-            outcome["error"] = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
-        except Exception as exc:  # kernel missing or dead, timeouts: still one run's failure
-            outcome["error"] = f"{type(exc).__name__}: {exc}"
+        started: list[bool] = []  # nbclient's hook: the kernel answered, cells may run
+        for attempt in range(1, KERNEL_STARTS + 1):
+            started.clear()
+            try:
+                # The kernel starts in working_dir through nbclient's resources, not
+                # papermill's cwd= (which calls os.chdir and would race between threads).
+                executed = execute_notebook(
+                    nbformat.reads(task["notebook"], as_version=4),
+                    output,
+                    parameters=task["parameters"],
+                    kernel_name=task.get("kernel"),
+                    progress_bar=progress,
+                    request_save_on_cell_execute=False,
+                    resources={"metadata": {"path": working_dir}},
+                    on_notebook_start=lambda **_: started.append(True),
+                    **kernel,
+                )
+                outcome["status"], outcome["error"] = "ok", None
+                break
+            except PapermillExecutionError as exc:
+                outcome["error"] = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+                break
+            except Exception as exc:  # kernel missing or dead, timeouts: still one run's failure
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+                if started or attempt == KERNEL_STARTS or type(exc).__name__ == "NoSuchKernel":
+                    break
+                # ports taken by a kernel starting beside it, a node too busy to answer in
+                # time: not the notebook's error, so its kernel is started again
+                outcome["kernel_starts"] = attempt + 1
+                logger.warning("run %s: kernel did not start (%s); again", task["index"], exc)
         if executed is None and os.path.isfile(output):
             executed = nbformat.read(output, as_version=4)
     if executed is not None:

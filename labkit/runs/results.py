@@ -1,9 +1,9 @@
 """The records a run and a batch write (``result.json``, ``results.json``), defined once.
 
 A run's status is one of ``ok`` and ``failed``; inside a batch a run is also ``pending``
-(not finished yet), ``lost`` (its worker died; it is submitted again) or ``cancelled`` (the
-batch was interrupted first). ``BatchResult.runs`` and ``results.json`` hold the JSON form of
-``BatchEntry``.
+(not finished yet), ``lost`` (its worker died; it is submitted again), ``timeout`` (its SLURM
+task hit the walltime; submitted again too) or ``cancelled`` (the batch was interrupted
+first). ``BatchResult.runs`` and ``results.json`` hold the JSON form of ``BatchEntry``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-RunStatus = Literal["ok", "failed", "pending", "lost", "cancelled"]
+RunStatus = Literal["ok", "failed", "pending", "lost", "timeout", "cancelled"]
 BatchStatus = Literal["running", "done", "interrupted"]
-RUN_STATUSES: tuple[RunStatus, ...] = ("ok", "failed", "lost", "pending", "cancelled")
+RUN_STATUSES: tuple[RunStatus, ...] = ("ok", "failed", "lost", "timeout", "pending", "cancelled")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class BatchEntry(RunEntry):
 
     index: int = 0
     attempts: int = 0
+    slurm_job_id: str | None = None  # "JOB_TASK" of its last attempt, when it ran on SLURM
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``results.json`` holds it: ``index`` first."""

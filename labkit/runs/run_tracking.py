@@ -19,7 +19,7 @@ from labkit.runs.results import RunEntry
 from labkit.tracking import TrackedRun, Tracker, notebook_tags, open_tracker
 from labkit.tracking.ui import reference
 
-_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "lost": "FAILED"}
+_STATUS = {"ok": "FINISHED", "cancelled": "KILLED"}  # failed, lost, timeout: FAILED
 
 
 def kernel_env(tracked: TrackedRun | None) -> dict[str, str]:
@@ -62,6 +62,21 @@ class RunTracking:
             tags={**tracking.lineage, "labkit.batch_size": size},
         )
         return tracking
+
+    @classmethod
+    def reopen(cls, bundle: Bundle, uri: str, parent_id: str | None) -> RunTracking:
+        """The tracking of a batch that another process started (a SLURM batch's watcher)."""
+        from labkit.tracking import Tracker
+
+        tracker = Tracker(uri, experiment=bundle.name)
+        parent = TrackedRun(tracker, parent_id) if parent_id is not None else None
+        return cls(bundle, tracker, parent)
+
+    def run(self, run_id: str | None) -> TrackedRun | None:
+        """The run ``run_id`` of this store, to finish it."""
+        if self.tracker is None or run_id is None:
+            return None
+        return TrackedRun(self.tracker, run_id)
 
     @property
     def parent_id(self) -> str | None:

@@ -151,3 +151,31 @@ def test_missing_source_folder_or_bundle_is_named(bundle, tmp_path):
     shutil.rmtree(load_bundle(bundle).working_dir)
     with pytest.raises(BundleError, match="the source folder .*project of bundle analysis is gone"):
         run(bundle, progress=False)
+
+
+def test_a_kernel_that_fails_to_start_is_started_again_not_the_notebooks_error(
+    shared_bundle, tmp_path, monkeypatch
+):
+    """The first kernel dies before answering (as one whose ports were taken does)."""
+    from labkit.runs.execute import execute_task, make_task
+
+    marker = tmp_path / "first-start"
+    launcher = (
+        "import os, sys\n"
+        f"if not os.path.exists({str(marker)!r}):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    sys.exit(1)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher', *sys.argv[1:]])\n"
+    )
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-c", launcher, "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    task = make_task(load_bundle(shared_bundle), {"scale": 3})
+    task["kernel"] = "flaky"
+    outcome = execute_task(task)
+    assert marker.exists()
+    assert (outcome["status"], outcome["error"]) == ("ok", None)
+    assert outcome["kernel_starts"] == 2
+    assert outcome["records"]["total"] == expected_total(3)

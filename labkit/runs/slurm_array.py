@@ -1,0 +1,458 @@
+"""A batch as one SLURM job array: one papermill run per array task (DESIGN §11).
+
+The batch folder holds everything there is to know about it, so ``labkit batch --status``
+and ``--resume`` work from the folder alone, after the process that submitted it has gone:
+
+- ``slurm.json``: the bundle, each run's parameters, notebook path and MLflow run, the SLURM
+  options and retries, and every submission (a job id and the grid indices it ran);
+- ``slurm/task.sh``, the array script (``labkit.runs.slurm_task`` runs the notebook);
+  ``slurm/logs/task-JOB_INDEX.out``, each task's output;
+- ``slurm/outcomes/NNN.json``, written by a task when its notebook has ended;
+- ``results.json`` and ``runs/NNN-....ipynb``, as every batch writes them, each entry with
+  the ``slurm_job_id`` (``JOB_INDEX``) of its last attempt.
+
+What a run is comes from those files and ``squeue`` (there may be no accounting): an outcome
+file means finished (ok, or failed: a failing notebook is not retried); a task that
+``squeue`` no longer lists and that left no outcome was lost (``scancel``, a node that
+died) or, when its output says so, hit its walltime (``timeout``). Those are submitted again
+as a new small array of just their indices, up to ``retries`` more times. Whichever process
+watches (the submitter, ``--status``, ``--resume``) logs each finished run to MLflow, once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from labkit.clusters.slurm import (
+    JobState,
+    SlurmOptions,
+    array_flag,
+    check_request,
+    job_states,
+    profile_options,
+    submit_script,
+)
+from labkit.clusters.where import this_host
+from labkit.errors import BundleError, SlurmError
+from labkit.log import logger
+from labkit.runs.batch import RUNS_FOLDER, BatchResult, expand_grid, run_slug, save_results
+from labkit.runs.bundle import Bundle, now_iso, write_json
+from labkit.runs.execute import result_entry
+from labkit.runs.results import BatchCluster, BatchEntry, BatchStatus
+from labkit.runs.run_tracking import RunTracking, kernel_env
+
+STATE = "slurm.json"
+FOLDER = "slurm"
+SCRIPT = "task.sh"
+POLL_S = 0.5  # outcome files: cheap
+SQUEUE_EVERY_S = 2.0  # squeue: one request to the controller each time
+SAVE_EVERY_S = 2.0
+TIME_LIMIT = "DUE TO TIME LIMIT"  # slurmstepd's words for a task killed at its walltime
+FINISHED = ("ok", "failed")
+
+
+def outcome_path(batch_dir: Path, index: int) -> Path:
+    return Path(batch_dir) / FOLDER / "outcomes" / f"{index:03d}.json"
+
+
+def read_state(batch_dir: str | Path) -> dict[str, Any]:
+    """``slurm.json`` of a batch folder; a BundleError naming the folder otherwise."""
+    path = Path(batch_dir) / STATE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(
+            f"{batch_dir} is not a SLURM batch folder: cannot read {STATE} ({exc})",
+            path=str(batch_dir),
+        ) from exc
+
+
+def submit_array(
+    bundle: Bundle,
+    grid: Mapping[str, list[Any]],
+    profile: str | None,
+    overrides: Mapping[str, Any],
+    retries: int,
+    out_dir: Path,
+    progress: bool,
+) -> BatchResult:
+    """Submit every grid point as one job array and wait for it (``labkit.runs.batch``).
+
+    SLURM checks the request first (``sbatch --test-only``): an unknown partition or a
+    request no node can meet is SLURM's own message, before anything is written or queued.
+    Ctrl-C while waiting leaves the array running (the runs are SLURM's now, and results
+    land in the folder): the message says how to follow it with ``labkit batch --status``
+    or ``--resume``, or to cancel it with ``scancel``.
+    """
+    options = profile_options(profile, **overrides)
+    check_request(options)
+    combos = expand_grid(grid)
+    for sub in ("logs", "outcomes", "logged"):
+        (out_dir / FOLDER / sub).mkdir(parents=True, exist_ok=True)
+    (out_dir / RUNS_FOLDER).mkdir(exist_ok=True)
+    tracking = RunTracking.for_batch(bundle, grid, len(combos))
+    tasks = []
+    for index, parameters in enumerate(combos):
+        slug = run_slug(index, parameters)
+        tracked = tracking.start(slug, parameters)
+        tasks.append(
+            {
+                "parameters": parameters,
+                "notebook": f"{RUNS_FOLDER}/{slug}.ipynb",
+                "env": kernel_env(tracked),
+                "mlflow_run_id": tracked.run_id if tracked is not None else None,
+            }
+        )
+    tracker = tracking.tracker
+    state = {
+        "bundle": str(bundle.path),
+        "name": bundle.name,
+        "created": now_iso(),
+        "grid": dict(grid),
+        "retries": retries,
+        "profile": profile,
+        "options": asdict(options),
+        "mlflow": {"uri": tracker.uri, "parent": tracking.parent_id} if tracker else None,
+        "tasks": tasks,
+        "rounds": [],
+    }
+    (out_dir / FOLDER / SCRIPT).write_text(_script(out_dir, options))
+    write_json(out_dir / STATE, state)
+    watch = ArrayWatch(out_dir, state, tracking)
+    with watch.watching():
+        watch.submit(list(range(len(combos))))
+        return watch.wait(progress)
+
+
+def _script(batch_dir: Path, options: SlurmOptions) -> str:
+    """The array script: the site's prologue lines, then this Python runs the task."""
+    run = [sys.executable, "-m", "labkit.runs.slurm_task", str(batch_dir.resolve())]
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            "# labkit batch: one run of the grid per array task (SLURM_ARRAY_TASK_ID: its index)",
+            *options.prologue,
+            "exec " + shlex.join(run),
+            "",
+        ]
+    )
+
+
+@dataclass
+class ArrayStatus:
+    """A SLURM batch as ``--status`` reports it: the results, and each unfinished run's
+    place in SLURM's queue."""
+
+    result: BatchResult
+    queue: dict[int, JobState]
+
+    def lines(self) -> list[str]:
+        summary = self.result.summary
+        counts = ", ".join(
+            f"{v} {k}" for k, v in summary.items() if k not in ("total", "duration_s") and v
+        )
+        out = [f"{self.result.path}: {summary['total']} runs on SLURM: {counts}"]
+        for run in self.result.runs:
+            index, where = run["index"], run.get("slurm_job_id") or "never submitted"
+            if run["status"] == "pending" and index in self.queue:
+                state = self.queue[index]
+                reason = f" ({state.reason})" if state.reason else ""
+                out.append(f"  run {index} {run['parameters']}: {state.state}{reason} as {where}")
+            elif run["status"] not in ("ok", "pending"):
+                out.append(f"  run {index} {run['parameters']}: {run['status']}: {run['error']}")
+        if any(run["status"] in ("lost", "timeout") for run in self.result.runs):
+            out.append(f"  `labkit batch --resume {self.result.path}` submits those again")
+        return out
+
+
+def batch_status(batch_dir: str | Path) -> ArrayStatus:
+    """Where each run of a SLURM batch stands, from its folder and ``squeue``; records the
+    runs that finished meanwhile (results.json, MLflow). Submits nothing."""
+    watch = ArrayWatch(Path(batch_dir))
+    watch.collect(ask_slurm=True)
+    if watch.settled():
+        result = watch.close()
+    else:
+        status: BatchStatus = "running" if watch.in_flight() else "interrupted"
+        result = watch.result(watch.save(status))
+    return ArrayStatus(result, dict(watch.queue))
+
+
+def resume_batch(batch_dir: str | Path, progress: bool = True) -> BatchResult:
+    """Submit again the runs of a SLURM batch that were lost, timed out or never submitted
+    (each with the batch's retries afresh), and wait for every run, as the submitter would."""
+    watch = ArrayWatch(Path(batch_dir))
+    with watch.watching():
+        watch.collect(ask_slurm=True)
+        for index in watch.retriable(fresh=True):
+            watch.limit[index] = watch.attempts(index) + 1 + watch.state["retries"]
+        return watch.wait(progress)
+
+
+class ArrayWatch:
+    """One SLURM batch seen from its folder: its entries, submissions and resubmissions."""
+
+    def __init__(
+        self,
+        batch_dir: Path,
+        state: dict[str, Any] | None = None,
+        tracking: RunTracking | None = None,
+    ):
+        self.dir = batch_dir
+        self.state = state if state is not None else read_state(batch_dir)
+        self.tracking = tracking if tracking is not None else self._reopen_tracking()
+        tasks = self.state["tasks"]
+        self.limit = [self.state["retries"] + 1] * len(tasks)  # attempts each run may have
+        self.queue: dict[int, JobState] = {}  # unfinished runs as squeue last saw them
+        self.entries = [
+            BatchEntry(
+                parameters=task["parameters"],
+                status="pending",
+                index=index,
+                attempts=self.attempts(index),
+                slurm_job_id=self.task_id(index),
+                mlflow_run_id=task["mlflow_run_id"],
+            )
+            for index, task in enumerate(tasks)
+        ]
+
+    def _reopen_tracking(self) -> RunTracking:
+        bundle = Bundle(Path(self.state["bundle"]), {"name": self.state["name"]})
+        mlflow = self.state.get("mlflow")
+        if not mlflow:
+            return RunTracking(bundle, None, None)
+        try:
+            return RunTracking.reopen(bundle, mlflow["uri"], mlflow["parent"])
+        except Exception as exc:  # the store is gone or down: the results still count
+            logger.warning("batch %s: MLflow store %s: %s", self.dir, mlflow["uri"], exc)
+            return RunTracking(bundle, None, None)
+
+    # -- submissions ------------------------------------------------------------------------
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Be the one process that submits for this batch (a lock in its folder)."""
+        with open(self.dir / FOLDER / "watch.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                raise SlurmError(
+                    f"another process ({lock.read().strip() or '?'}) is watching the batch "
+                    f"{self.dir}; `labkit batch --status {self.dir}` shows where it stands"
+                ) from None
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on {this_host()}")
+            lock.flush()
+            yield
+
+    def submit(self, indices: list[int]) -> str:
+        """Submit ``indices`` as one array; record the submission before anything else."""
+        options = SlurmOptions.from_kwargs(self.state["options"])
+        flags = [
+            f"--job-name=labkit-{self.state['name']}",
+            f"--output={self.dir.resolve() / FOLDER / 'logs' / 'task-%A_%a.out'}",
+            f"--chdir={self.dir.resolve()}",
+            *options.sbatch_flags(),
+            array_flag(indices),
+        ]
+        job_id = submit_script(self.dir / FOLDER / SCRIPT, flags)
+        self.state["rounds"].append({"job_id": job_id, "indices": indices, "submitted": now_iso()})
+        write_json(self.dir / STATE, self.state)
+        for index in indices:
+            entry = self.entries[index]
+            entry.status, entry.error = "pending", None
+            entry.attempts, entry.slurm_job_id = self.attempts(index), self.task_id(index)
+        return job_id
+
+    def attempts(self, index: int) -> int:
+        return sum(index in round_["indices"] for round_ in self.state["rounds"])
+
+    def task_id(self, index: int) -> str | None:
+        """``JOB_INDEX`` of the last submission of run ``index``; None if never submitted."""
+        for round_ in reversed(self.state["rounds"]):
+            if index in round_["indices"]:
+                return f"{round_['job_id']}_{index}"
+        return None
+
+    # -- what each run is -------------------------------------------------------------------
+
+    def collect(self, ask_slurm: bool) -> None:
+        """Read new outcome files; with ``ask_slurm``, also which tasks ended without one.
+
+        ``squeue`` is asked before the files are read: a task it no longer lists has written
+        its outcome already, if it ever will."""
+        states = None
+        if ask_slurm:
+            unfinished = [i for i, e in enumerate(self.entries) if e.status not in FINISHED]
+            ids = [tid for tid in map(self.task_id, unfinished) if tid is not None]
+            try:
+                states = job_states(ids, strict=True)
+            except SlurmError as exc:  # a controller restarting: ask again next time
+                logger.warning("batch %s: %s", self.dir, exc)
+        for index, entry in enumerate(self.entries):
+            if entry.status in FINISHED:
+                continue
+            path = outcome_path(self.dir, index)
+            if path.is_file():
+                self._finish(index, json.loads(path.read_text()))
+            elif states is not None:
+                self._place(index, states)
+
+    def _place(self, index: int, states: dict[str, JobState]) -> None:
+        entry, task_id = self.entries[index], self.task_id(index)
+        if task_id is None:
+            entry.status, entry.error = "lost", "never submitted (its submitter ended first)"
+            return
+        state = states[task_id]
+        if state.state != "ENDED":
+            entry.status = "pending"
+            self.queue[index] = state
+            return
+        self.queue.pop(index, None)
+        log = self.dir / FOLDER / "logs" / f"task-{task_id}.out"
+        said = log.read_text(errors="replace") if log.is_file() else ""
+        entry.status = "timeout" if TIME_LIMIT in said else "lost"
+        last = [line.strip() for line in said.splitlines() if line.strip()][-1:]
+        entry.error = f"SLURM task {task_id} ended without a result: {(last or ['no output'])[0]}"
+
+    def _finish(self, index: int, outcome: Mapping[str, Any]) -> None:
+        self.queue.pop(index, None)
+        task = self.state["tasks"][index]
+        finished = result_entry(outcome, task["parameters"], outcome.get("notebook"))
+        finished.mlflow_run_id = task["mlflow_run_id"]
+        self.entries[index] = BatchEntry(
+            **asdict(finished),
+            index=index,
+            attempts=self.attempts(index),
+            slurm_job_id=outcome.get("slurm_job_id"),
+        )
+        notebook = self.dir / finished.notebook if finished.notebook else None
+        self._log_once(
+            str(index),
+            lambda: self.tracking.finish(
+                self.tracking.run(finished.mlflow_run_id), finished, notebook
+            ),
+        )
+
+    def _log_once(self, name: str, log: Callable[[], None]) -> None:
+        """MLflow hears of each run once, whichever process watched it end."""
+        try:
+            (self.dir / FOLDER / "logged" / name).open("x").close()
+        except FileExistsError:
+            return
+        log()
+
+    def retriable(self, fresh: bool = False) -> list[int]:
+        """Runs lost or timed out with attempts left (``fresh``: whatever their attempts)."""
+        return [
+            index
+            for index, entry in enumerate(self.entries)
+            if entry.status in ("lost", "timeout") and (fresh or entry.attempts < self.limit[index])
+        ]
+
+    def in_flight(self) -> bool:
+        return any(entry.status == "pending" for entry in self.entries)
+
+    def settled(self) -> bool:
+        return not self.in_flight() and not self.retriable()
+
+    # -- waiting and recording --------------------------------------------------------------
+
+    def wait(self, progress: bool) -> BatchResult:
+        """Resubmit what is lost, record what ends, until every run is settled."""
+        from tqdm.auto import tqdm
+
+        jobs = ", ".join(round_["job_id"] for round_ in self.state["rounds"])
+        desc = f"batch {self.state['name']} on SLURM (job {jobs})"
+        asked = saved = float("-inf")
+        with tqdm(total=len(self.entries), desc=desc, unit="run", disable=not progress) as bar:
+            try:
+                while True:
+                    now = time.monotonic()
+                    ask = now - asked >= SQUEUE_EVERY_S
+                    asked = now if ask else asked
+                    self.collect(ask_slurm=ask)
+                    again = self.retriable()
+                    if again:
+                        lost = ", ".join(str(self.entries[i].slurm_job_id) for i in again)
+                        job_id = self.submit(again)
+                        bar.write(
+                            f"labkit: SLURM task(s) {lost} ended without a result; "
+                            f"submitted again as job {job_id}"
+                        )
+                    self._show(bar)
+                    if self.settled():
+                        break
+                    if now - saved >= SAVE_EVERY_S:
+                        self.save("running")
+                        saved = now
+                    time.sleep(POLL_S)
+            except KeyboardInterrupt:
+                self.save("running")
+                bar.write(
+                    f"labkit: the SLURM array keeps running (job {jobs}); "
+                    f"`labkit batch --status {self.dir}` shows it, "
+                    f"`labkit batch --resume {self.dir}` waits for it and submits lost runs "
+                    f"again, `scancel {jobs.replace(', ', ' ')}` cancels it"
+                )
+                raise
+        return self.close()
+
+    def _show(self, bar: Any) -> None:
+        again = set(self.retriable())
+        done = sum(e.status != "pending" and e.index not in again for e in self.entries)
+        bar.update(done - bar.n)
+        running = sum(s.state in ("RUNNING", "COMPLETING") for s in self.queue.values())
+        waiting = [s for s in self.queue.values() if s.state == "PENDING"]
+        reasons = sorted({s.reason for s in waiting if s.reason})
+        text = f"{running} running, {len(waiting)} pending"
+        text += f" ({', '.join(reasons)})" if reasons else ""
+        failed = sum(e.status == "failed" for e in self.entries)
+        bar.set_postfix_str(text + (f", {failed} failed" if failed else ""))
+
+    def close(self) -> BatchResult:
+        """Every run settled: the lost ones and the batch itself to MLflow, results.json."""
+        for index, entry in enumerate(self.entries):
+            if entry.status in ("lost", "timeout"):
+                self._log_once(
+                    str(index),
+                    lambda e=entry: self.tracking.finish(
+                        self.tracking.run(e.mlflow_run_id), e, None
+                    ),
+                )
+        summary = self.save("done")
+        self._log_once("batch", lambda: self.tracking.close(summary))
+        return self.result(summary)
+
+    def save(self, status: BatchStatus) -> dict[str, Any]:
+        header = {
+            "bundle": self.state["bundle"],
+            "name": self.state["name"],
+            "created": self.state["created"],
+            "cluster": asdict(BatchCluster("slurm", None)),
+            "grid": self.state["grid"],
+            "retries": self.state["retries"],
+            "mlflow": self.tracking.reference(self.tracking.parent),
+            "slurm": {
+                "profile": self.state["profile"],
+                "jobs": [round_["job_id"] for round_ in self.state["rounds"]],
+            },
+        }
+        started = datetime.fromisoformat(self.state["created"])
+        duration = (datetime.now(UTC) - started).total_seconds()
+        return save_results(self.dir, header, self.entries, status, duration)
+
+    def result(self, summary: dict[str, Any]) -> BatchResult:
+        return BatchResult(self.dir, [entry.to_json() for entry in self.entries], summary)

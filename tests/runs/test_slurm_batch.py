@@ -1,0 +1,223 @@
+"""``labkit batch --on slurm``: a grid as one job array on a real slurmctld and slurmd.
+
+The node (``tests/slurmbed.py``) has 2 CPUs: two 1-core tasks run at once. The notebook can
+hold one run (``x == hold``): its first attempt writes ``GATE.started`` ("TASK_PID
+KERNEL_PID") and waits until the test creates ``GATE``; an attempt that finds ``GATE``
+already there goes straight on. ``x == fail`` raises in the notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from labkit.clusters.slurm import array_flag
+from labkit.errors import ParameterError, SlurmError
+from labkit.runs import batch, freeze
+from tests.conftest import stop_process, wait_for
+
+from .conftest import write_notebook
+
+CELLS = [
+    "import os\nimport time\n\nimport labkit",
+    'x = 1\nhold = -1\nfail = -1\ngate = ""',
+    "if x == hold and not os.path.exists(gate):\n"
+    '    with open(gate + ".tmp", "w") as handle:\n'
+    '        handle.write(f"{os.getppid()} {os.getpid()}")\n'
+    '    os.replace(gate + ".tmp", gate + ".started")\n'
+    "    deadline = time.monotonic() + 60  # until the test opens the gate\n"
+    "    while not os.path.exists(gate) and time.monotonic() < deadline:\n"
+    "        time.sleep(0.05)",
+    'if x == fail:\n    raise ValueError(f"x={x} fails on purpose")\n'
+    'labkit.record("square", x * x)\n'
+    'labkit.record("cwd", os.getcwd())',
+]
+CLI = [sys.executable, "-m", "labkit.cli"]
+
+
+@pytest.fixture(scope="module")
+def gated_bundle(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("slurm-batch") / "project"
+    folder.mkdir()
+    write_notebook(folder / "gated.ipynb", CELLS, tags={1: ["parameters"]})
+    return freeze(folder / "gated.ipynb", name="gated", out=folder.parent / "bundles")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _held(gate: Path) -> tuple[int, int]:
+    """Wait for the held run's first attempt; its task's and its kernel's PIDs."""
+    started = gate.with_name(gate.name + ".started")
+    wait_for(started.exists, 90, "the held run's kernel")
+    task_pid, kernel_pid = map(int, started.read_text().split())
+    return task_pid, kernel_pid
+
+
+def _cancel(slurm, task_id: str, task_pid: int, kernel_pid: int) -> None:
+    """scancel one array task; wait until its process and its kernel have gone."""
+    assert slurm.run("scancel", task_id).returncode == 0
+    wait_for(lambda: not _alive(task_pid), 30, f"task {task_id} ended by scancel")
+    try:  # the kernel notices its parent has gone (ipykernel's parent poller)
+        wait_for(lambda: not _alive(kernel_pid), 30, "the cancelled run's kernel ended")
+    finally:
+        if _alive(kernel_pid):
+            os.kill(kernel_pid, signal.SIGKILL)
+
+
+def _first_job(batch_dir: Path) -> str:
+    rounds = wait_for(lambda: json.loads((batch_dir / "slurm.json").read_text())["rounds"], 30,
+                      "the array submitted")  # fmt: skip
+    return rounds[0]["job_id"]
+
+
+def test_a_grid_runs_as_one_array_and_a_cancelled_task_runs_again(slurm, gated_bundle, tmp_path):
+    gate, out = tmp_path / "gate", tmp_path / "batch"
+    grid = {"x": [1, 2, 3, 4], "hold": [3], "gate": [str(gate)]}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(batch, gated_bundle, grid, on="slurm", memory="1GiB", out=out,
+                              progress=False)  # fmt: skip
+        task_pid, kernel_pid = _held(gate)
+        job = _first_job(out)
+        _cancel(slurm, f"{job}_2", task_pid, kernel_pid)
+        gate.touch()  # the second attempt goes straight through
+        result = running.result(timeout=120)
+
+    assert result.ok, result.failed
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert runs == result.runs
+    assert [run["records"]["square"] for run in runs] == [1, 4, 9, 16]
+    assert {run["records"]["cwd"] for run in runs} == {str(gated_bundle.parent.parent / "project")}
+    assert [run["attempts"] for run in runs] == [1, 1, 2, 1]
+    assert [run["slurm_job_id"] for run in runs if run["attempts"] == 1] == [
+        f"{job}_0",
+        f"{job}_1",
+        f"{job}_3",
+    ]
+    again, index = runs[2]["slurm_job_id"].split("_")
+    assert index == "2" and int(again) > int(job)  # a new, one-task array
+    assert all((out / run["notebook"]).is_file() for run in runs)
+    wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
+
+
+def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gone(
+    slurm, gated_bundle, tmp_path, monkeypatch
+):
+    profiles = tmp_path / "profiles.json"  # 2 cores a run: the node runs one at a time
+    profiles.write_text(json.dumps({"wide": {"cores": 2, "memory": "1GiB"}}))
+    monkeypatch.setenv("LABKIT_SLURM_PROFILES", str(profiles))
+    gate, out = tmp_path / "gate", tmp_path / "batch"
+    grid = ["--grid", "x=1,2", "--grid", "hold=1", "--grid", f"gate={gate}"]
+    submitter = subprocess.Popen(
+        [*CLI, "batch", str(gated_bundle), *grid, "--on", "slurm:wide", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        task_pid, kernel_pid = _held(gate)
+    finally:
+        stop_process(submitter)  # gone: from here on, only the folder knows the batch
+    job = _first_job(out)
+
+    def status() -> str:
+        done = subprocess.run([*CLI, "batch", "--status", str(out)], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shown = status()
+    assert f"run 0 {{'x': 1, 'hold': 1, 'gate': '{gate}'}}: RUNNING as {job}_0" in shown
+    assert f"PENDING (Resources) as {job}_1" in shown
+
+    _cancel(slurm, f"{job}_0", task_pid, kernel_pid)
+
+    def lost() -> str | None:
+        text = status()
+        return text if "lost" in text else None
+
+    shown = wait_for(lost, 30, "the cancelled run shown as lost")
+    assert f"SLURM task {job}_0 ended without a result" in shown
+    assert f"`labkit batch --resume {out}` submits those again" in shown
+    assert json.loads((out / "results.json").read_text())["runs"][0]["status"] == "lost"
+
+    gate.touch()
+    resumed = subprocess.run([*CLI, "batch", "--resume", str(out)], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 ok" in resumed.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "done" and results["slurm"]["profile"] == "wide"
+    runs = results["runs"]
+    assert [(run["status"], run["attempts"]) for run in runs] == [("ok", 2), ("ok", 1)]
+    assert runs[1]["slurm_job_id"] == f"{job}_1" and runs[0]["slurm_job_id"] != f"{job}_0"
+
+    from mlflow.tracking import MlflowClient  # each run logged once, by whoever saw it end
+
+    client = MlflowClient(os.environ["LABKIT_TRACKING_URI"])
+    children = [client.get_run(run["mlflow_run_id"]) for run in runs]
+    assert [run.info.status for run in children] == ["FINISHED", "FINISHED"]
+    assert [run.data.metrics["square"] for run in children] == [1, 4]
+    parent = children[0].data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).info.status == "FINISHED"
+    wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
+
+
+def test_a_failing_notebook_is_recorded_failed_and_not_retried(slurm, gated_bundle, tmp_path):
+    out = tmp_path / "batch"
+    result = batch(gated_bundle, {"x": [1, 2], "fail": [2]}, on="slurm", memory="1GiB",
+                   out=out, progress=False)  # fmt: skip
+    ok, failed = result.runs
+    assert (ok["status"], ok["records"]["square"]) == ("ok", 1)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"].endswith(": ValueError: x=2 fails on purpose")
+    assert (out / failed["notebook"]).is_file()  # the executed notebook, with its traceback
+    assert len(json.loads((out / "slurm.json").read_text())["rounds"]) == 1
+    wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
+
+
+def test_slurm_refuses_before_anything_is_submitted(slurm, gated_bundle, tmp_path, monkeypatch):
+    grid = {"x": [1, 2]}
+    with pytest.raises(SlurmError, match="invalid partition specified: nope"):
+        batch(gated_bundle, grid, on="slurm", partition="nope", out=tmp_path / "a")
+    with pytest.raises(SlurmError, match="Requested node configuration is not available"):
+        batch(gated_bundle, grid, on="slurm", cores=64, out=tmp_path / "b")
+    with pytest.raises(ParameterError, match="partition: options of a SLURM batch"):
+        batch(gated_bundle, grid, on="local", partition="debug", out=tmp_path / "c")
+    assert not any(tmp_path.iterdir()) and slurm.jobs() == []
+
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps({"nowhere": {"partition": "nope"}}))
+    env = {**os.environ, "LABKIT_SLURM_PROFILES": str(profiles)}
+    for on, said in [
+        ("slurm:nowhere", "SLURM refused the request .*invalid partition specified: nope"),
+        ("slurm:gpu", "no SLURM profile 'gpu': known profiles are nowhere"),
+    ]:
+        done = subprocess.run([*CLI, "batch", str(gated_bundle), "--grid", "x=1", "--on", on],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert done.returncode == 1
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("labkit: ")
+        assert re.search(said, done.stderr), done.stderr
+    assert slurm.jobs() == []
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SlurmError, match="SLURM is not available on this machine: sbatch"):
+        batch(gated_bundle, grid, on="slurm")
+
+
+def test_array_indices_are_written_as_ranges():
+    assert array_flag([0, 1, 2, 3]) == "--array=0-3"
+    assert array_flag([7, 2, 3, 5, 9, 8]) == "--array=2-3,5,7-9"
