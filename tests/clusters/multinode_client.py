@@ -5,6 +5,7 @@
         [--turns T] [--raw]
     python -m tests.clusters.multinode_client train ADDRESS [N] --token-file F [--epochs E]
     python -m tests.clusters.multinode_client batch ADDRESS N --bundle B [--token-file F]
+        [--hold-scale K --hold-file F]
     python -m tests.clusters.multinode_client refused ADDRESS [--token-file F]
     python -m tests.clusters.multinode_client fetch URL [--jupyter-token T] [--data JSON]
 
@@ -129,12 +130,17 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def batch(args: argparse.Namespace) -> dict:
-    """``labkit.batch`` of a bundle over ``scale`` = 1..N on the cluster at the address."""
+    """``labkit.batch`` of a bundle over ``scale`` = 1..N on the cluster at the address; with
+    ``--hold-file``, the run of ``scale`` = ``--hold-scale`` is held busy (``tests/runs``'
+    notebook) until the test takes its worker's host down."""
     from labkit.runs import batch as run_batch
 
     _connect(args)
-    result = run_batch(args.bundle, {"scale": list(range(1, args.count + 1))}, progress=False)
-    return {"runs": result.runs}
+    grid: dict = {"scale": list(range(1, args.count + 1))}
+    if args.hold_file:
+        grid |= {"hold_scale": [args.hold_scale], "hold_file": [args.hold_file]}
+    result = run_batch(args.bundle, grid, progress=False)
+    return {"runs": result.runs, "folder": str(result.path)}
 
 
 def refused(args: argparse.Namespace) -> dict:
@@ -189,6 +195,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1)
     parser.add_argument("--raw", action="store_true", help="also time Ray's raw idiom")
     parser.add_argument("--bundle", help="the bundle a batch runs")
+    parser.add_argument("--hold-scale", type=int, default=1, help="the batch run held busy")
+    parser.add_argument("--hold-file", help="where the held run writes its worker's PID")
     parser.add_argument("--epochs", type=int, default=2, help="epochs a training runs")
     parser.add_argument("--jupyter-token", help="what fetch sends as Jupyter's token")
     parser.add_argument("--data", help="a JSON body fetch posts")

@@ -6,12 +6,14 @@ The notebook side runs on the ``laptop`` host, strangers on ``outsider``; the cl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,20 +116,28 @@ def test_a_worker_host_lost_mid_map_loses_nothing(dask_tls):
         dask_tls.wait_for_dask()
 
 
-def test_a_batch_runs_on_a_host_that_does_not_see_the_notebooks_folder(dask_tls):
-    """node2's worker sees an empty folder where the notebook and its data live: the batch
-    ships the data files there (checked on arrival) and every run succeeds, on both hosts."""
+def _analysis_bundle(bed: Bed, name: str) -> Path:
+    """``tests/runs``' analysis notebook and its data file, frozen under ``name``/bundles."""
     from labkit.runs import freeze
-    from labkit.runs.bundle import load_bundle
-    from labkit.runs.ship import data_key, shipped_folder
-    from tests.runs.conftest import CELLS, expected_total, write_notebook
+    from tests.runs.conftest import CELLS, write_notebook
 
-    bed = dask_tls
-    project = bed.work / "notebook-side" / "project"
+    project = bed.work / name / "project"
     (project / "data").mkdir(parents=True)
     (project / "data" / "values.txt").write_text("1 2 3.5\n")
     write_notebook(project / "analysis.ipynb", CELLS)
-    bundle = freeze(project / "analysis.ipynb", name="analysis", out=project.parent / "bundles")
+    return freeze(project / "analysis.ipynb", name="analysis", out=project.parent / "bundles")
+
+
+def test_a_batch_runs_on_a_host_that_does_not_see_the_notebooks_folder(dask_tls):
+    """node2's worker sees an empty folder where the notebook and its data live: the batch
+    ships the data files there (checked on arrival) and every run succeeds, on both hosts."""
+    from labkit.runs.bundle import load_bundle
+    from labkit.runs.ship import data_key, shipped_folder
+    from tests.runs.conftest import expected_total
+
+    bed = dask_tls
+    bundle = _analysis_bundle(bed, "blind")
+    project = bundle.parents[1] / "project"
     node2 = bed.net["node2"]
     [worker] = [p for p in node2.procs if "worker" in p.args]
     node2.stop(worker)
@@ -202,6 +212,44 @@ def test_a_remote_dashboard_is_served_through_jupyter_and_only_with_its_token(da
         assert "Dask" not in stranger["body"]
     finally:
         laptop.stop(server)
+
+
+def test_a_worker_host_lost_mid_batch_loses_no_run(dask_tls):
+    """The run of scale=3 holds its worker busy; that worker's host loses its processes
+    (SIGKILL to the worker's process group): the run is retried on the other host, every
+    run ends ok, and results.json, written by the batch, lists them all."""
+    from tests.runs.conftest import expected_total
+
+    bed = dask_tls
+    bundle, hold = _analysis_bundle(bed, "held"), bed.work / "held" / "hold"
+    args = [sys.executable, *CLIENT, "batch", bed.dask_address(), "6", "--bundle", str(bundle)]
+    args += ["--hold-scale", "3", "--hold-file", str(hold)]
+    log = bed.work / "batch-fault-client.log"
+    client = bed["laptop"].start(args, log, env=bed.env())
+    lost, kernel_pid = None, None
+    try:
+        worker_pid, kernel_pid = map(int, wait_for(hold.read_text, 180, "the held run").split())
+        [lost] = [host for host in NODES if worker_pid in bed[host].pids()]
+        [worker] = [p for p in bed[lost].procs if p.args[4].endswith("/dask")]
+        bed[lost].kill(worker)
+        client.wait(240)
+        outcome = json.loads(log.read_text().strip().splitlines()[-1])
+        results = json.loads((Path(outcome["folder"]) / "results.json").read_text())
+        assert results["status"] == "done"
+        assert results["summary"]["total"] == results["summary"]["ok"] == 6, results["summary"]
+        assert [run["status"] for run in results["runs"]] == ["ok"] * 6
+        totals = [run["records"]["total"] for run in results["runs"]]
+        assert totals == [expected_total(scale) for scale in range(1, 7)]
+        [survivor] = [bed[host].address for host in NODES if host != lost]
+        assert results["runs"][2]["worker_host"] == survivor  # retried elsewhere
+    finally:
+        bed["laptop"].stop(client)
+        if kernel_pid is not None:  # the held run's kernel, orphaned on the lost host
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kernel_pid, signal.SIGKILL)
+        if lost is not None:
+            bed.start_dask_worker(lost)  # the host comes back for the tests after this one
+            bed.wait_for_dask()
 
 
 # -- Ray with token auth ---------------------------------------------------------------------
