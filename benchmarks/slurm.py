@@ -4,9 +4,11 @@
   workers are connected (median over turns); beside it dask-jobqueue's own ``SLURMCluster`` +
   ``scale(jobs=2)`` + ``wait_for_workers(2)`` with the same options (the raw tool);
 - ``slurm_submit_overhead_s``: median seconds from ``sbatch`` to a trivial job starting on the
-  idle node (the job writes the time it began).
-
-Not yet measured: ``slurm_batch_speedup`` (batches as job arrays are not built).
+  idle node (the job writes the time it began);
+- ``slurm_batch_speedup``: 8 runs of a small bundle one after another with
+  ``papermill.execute_notebook`` (the raw tool), over the same 8 as one job array with
+  ``labkit batch --on slurm`` (2 one-CPU tasks at a time), submission to results.json included;
+  median over turns, both sides warmed by one run first.
 
     sudo .venv/bin/python benchmarks/slurm.py [--quick]
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from batch import N_BATCH, write_notebook  # noqa: E402
 from report import print_table, write_results  # noqa: E402
 
 OPTIONS = {"cores": 1, "memory": "1GiB", "interface": "lo"}
@@ -76,6 +79,45 @@ def submit_overhead(bed, folder: Path) -> float:
     return began - started
 
 
+def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
+    """Median seconds of ``N_BATCH`` runs: sequential papermill, and one labkit job array."""
+    import papermill
+
+    from labkit.runs import batch, freeze, load_bundle
+
+    source = write_notebook(folder / "project" / "analysis.ipynb")
+    bundle = load_bundle(freeze(source, name="analysis", out=folder / "bundles"))
+    seeds = list(range(N_BATCH))
+
+    def sequential(tag: str) -> None:
+        for seed in seeds:
+            papermill.execute_notebook(
+                str(bundle.notebook_path),
+                str(folder / f"seq-{tag}-{seed}.ipynb"),
+                parameters={"seed": seed},
+                cwd=str(source.parent),
+                progress_bar=False,
+            )
+
+    def array(tag: str, values: list[int]) -> None:
+        out = folder / f"array-{tag}"
+        result = batch(bundle, {"seed": values}, on="slurm", memory="1GiB", out=out)
+        assert result.ok, result.failed
+        wait_idle(bed)
+
+    sequential("warm")
+    array("warm", [0])
+    seq, arr = [], []
+    for turn in range(turns):
+        started = time.perf_counter()
+        sequential(str(turn))
+        seq.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        array(str(turn), seeds)
+        arr.append(time.perf_counter() - started)
+    return statistics.median(seq), statistics.median(arr)
+
+
 def wait_idle(bed) -> None:
     while bed.jobs():
         time.sleep(0.2)
@@ -98,10 +140,14 @@ def main() -> None:
             raw.append(raw_ready(folder))
             wait_idle(bed)
             submit.append(submit_overhead(bed, folder))
+        sequential_s, array_s = batch_times(bed, folder, 1 if args.quick else 3)
     metrics = {
         "slurm_dask_ready_s": statistics.median(ours),
         "slurm_dask_ready_raw_s": statistics.median(raw),
         "slurm_submit_overhead_s": statistics.median(submit),
+        "slurm_batch_speedup": round(sequential_s / array_s, 4),
+        "slurm_batch_sequential_s": round(sequential_s, 3),
+        "slurm_batch_array_s": round(array_s, 3),
         "turns": turns,
     }
     print_table(
@@ -112,9 +158,11 @@ def main() -> None:
                 metrics["slurm_dask_ready_s"],
                 metrics["slurm_dask_ready_raw_s"],
                 "report",
-            )
+            ),
+            (f"{N_BATCH} runs: array/sequential (s)", array_s, sequential_s, "<= 0.667"),
         ],
     )
+    print(f"batch as a job array: {metrics['slurm_batch_speedup']:.2f}x sequential papermill")
     print(f"submit to start, median: {metrics['slurm_submit_overhead_s']:.2f} s")
     write_results("slurm", args.quick, metrics)
 
