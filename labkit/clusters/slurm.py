@@ -116,10 +116,11 @@ def _slurm(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
         raise SlurmError(f"`{' '.join(args[:2])}` did not answer within {timeout:g} s") from exc
 
 
-def check_request(options: SlurmOptions) -> None:
-    """Ask SLURM whether it would run one job of ``options``; its own message if not."""
+def check_request(options: SlurmOptions, more: list[str] | None = None) -> None:
+    """Ask SLURM whether it would run one job of ``options`` (and ``more`` flags, e.g. an
+    ``--array``); its own message if not."""
     require_slurm()
-    flags = options.sbatch_flags()
+    flags = options.sbatch_flags() + (more or [])
     out = _slurm(["sbatch", "--test-only", *flags, "--wrap", "true"])
     if out.returncode != 0:
         said = " ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
@@ -200,11 +201,14 @@ def slurm_profiles() -> dict[str, dict[str, Any]]:
     return profiles
 
 
-def profile_options(profile: str | None, **overrides: Any) -> SlurmOptions:
-    """``SlurmOptions`` of the named profile (None: the defaults), ``overrides`` on top."""
+def profile_options(
+    profile: str | None, profiles: dict[str, dict[str, Any]] | None = None, **overrides: Any
+) -> SlurmOptions:
+    """``SlurmOptions`` of the named profile (None: the defaults), ``overrides`` on top;
+    ``profiles``: the set to choose from (default: ``slurm_profiles()``)."""
     chosen: dict[str, Any] = {}
     if profile is not None:
-        profiles = slurm_profiles()
+        profiles = slurm_profiles() if profiles is None else profiles
         if profile not in profiles:
             known = ", ".join(sorted(profiles)) or f"none (see ${PROFILES_ENV})"
             raise ParameterError(f"no SLURM profile {profile!r}: known profiles are {known}")

@@ -96,8 +96,8 @@ def submit_array(
     or ``--resume``, or to cancel it with ``scancel``.
     """
     options = profile_options(profile, **overrides)
-    check_request(options)
     combos = expand_grid(grid)
+    check_request(options, [array_flag(range(len(combos)))])  # a site's MaxArraySize too
     for sub in ("logs", "outcomes", "logged"):
         (out_dir / FOLDER / sub).mkdir(parents=True, exist_ok=True)
     (out_dir / RUNS_FOLDER).mkdir(exist_ok=True)

@@ -121,16 +121,22 @@ def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gon
     monkeypatch.setenv("LABKIT_SLURM_PROFILES", str(profiles))
     gate, out = tmp_path / "gate", tmp_path / "batch"
     grid = ["--grid", "x=1,2", "--grid", "hold=1", "--grid", f"gate={gate}"]
+    log = tmp_path / "submitter.log"
     submitter = subprocess.Popen(
         [*CLI, "batch", str(gated_bundle), *grid, "--on", "slurm:wide", "--out", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         task_pid, kernel_pid = _held(gate)
+        submitter.send_signal(signal.SIGINT)  # Ctrl-C: the array stays; the submitter goes
+        assert submitter.wait(30) == 1
     finally:
-        stop_process(submitter)  # gone: from here on, only the folder knows the batch
+        stop_process(submitter)
+    said = log.read_text()
+    assert "the SLURM array keeps running" in said and f"labkit batch --status {out}" in said
+    # from here on, only the folder knows the batch
     job = _first_job(out)
 
     def status() -> str:
@@ -195,6 +201,10 @@ def test_slurm_refuses_before_anything_is_submitted(slurm, gated_bundle, tmp_pat
         batch(gated_bundle, grid, on="slurm", partition="nope", out=tmp_path / "a")
     with pytest.raises(SlurmError, match="Requested node configuration is not available"):
         batch(gated_bundle, grid, on="slurm", cores=64, out=tmp_path / "b")
+    with pytest.raises(SlurmError, match="--array=0-1001: .*Invalid job array specification"):
+        batch(
+            gated_bundle, {"x": list(range(1002))}, on="slurm", out=tmp_path / "b"
+        )  # > MaxArraySize
     with pytest.raises(ParameterError, match="partition: options of a SLURM batch"):
         batch(gated_bundle, grid, on="local", partition="debug", out=tmp_path / "c")
     assert not any(tmp_path.iterdir()) and slurm.jobs() == []
