@@ -196,7 +196,7 @@ def resume_batch(batch_dir: str | Path, progress: bool = True) -> BatchResult:
     with watch.watching():
         watch.collect(ask_slurm=True)
         for index in watch.retriable(fresh=True):
-            watch.limit[index] = watch.attempts(index) + 1 + watch.state["retries"]
+            watch.limit[index] = watch.entries[index].attempts + 1 + watch.state["retries"]
         return watch.wait(progress)
 
 
@@ -220,12 +220,12 @@ class ArrayWatch:
                 parameters=task["parameters"],
                 status="pending",
                 index=index,
-                attempts=self.attempts(index),
-                slurm_job_id=self.task_id(index),
                 mlflow_run_id=task["mlflow_run_id"],
             )
             for index, task in enumerate(tasks)
         ]
+        for round_ in self.state["rounds"]:
+            self._submitted(round_)
 
     def _reopen_tracking(self) -> RunTracking:
         bundle = Bundle(Path(self.state["bundle"]), {"name": self.state["name"]})
@@ -268,23 +268,19 @@ class ArrayWatch:
             array_flag(indices),
         ]
         job_id = submit_script(self.dir / FOLDER / SCRIPT, flags)
-        self.state["rounds"].append({"job_id": job_id, "indices": indices, "submitted": now_iso()})
+        round_ = {"job_id": job_id, "indices": indices, "submitted": now_iso()}
+        self.state["rounds"].append(round_)
         write_json(self.dir / STATE, self.state)
-        for index in indices:
-            entry = self.entries[index]
-            entry.status, entry.error = "pending", None
-            entry.attempts, entry.slurm_job_id = self.attempts(index), self.task_id(index)
+        self._submitted(round_)
         return job_id
 
-    def attempts(self, index: int) -> int:
-        return sum(index in round_["indices"] for round_ in self.state["rounds"])
-
-    def task_id(self, index: int) -> str | None:
-        """``JOB_INDEX`` of the last submission of run ``index``; None if never submitted."""
-        for round_ in reversed(self.state["rounds"]):
-            if index in round_["indices"]:
-                return f"{round_['job_id']}_{index}"
-        return None
+    def _submitted(self, round_: Mapping[str, Any]) -> None:
+        """The runs of one submission: pending again, one attempt more, its task ids."""
+        for index in round_["indices"]:
+            entry = self.entries[index]
+            entry.status, entry.error = "pending", None
+            entry.attempts += 1
+            entry.slurm_job_id = f"{round_['job_id']}_{index}"
 
     # -- what each run is -------------------------------------------------------------------
 
@@ -295,8 +291,8 @@ class ArrayWatch:
         its outcome already, if it ever will."""
         states = None
         if ask_slurm:
-            unfinished = [i for i, e in enumerate(self.entries) if e.status not in FINISHED]
-            ids = [tid for tid in map(self.task_id, unfinished) if tid is not None]
+            ids = [e.slurm_job_id for e in self.entries if e.status not in FINISHED]
+            ids = [task_id for task_id in ids if task_id is not None]
             try:
                 states = job_states(ids, strict=True)
             except SlurmError as exc:  # a controller restarting: ask again next time
@@ -311,7 +307,8 @@ class ArrayWatch:
                 self._place(index, states)
 
     def _place(self, index: int, states: dict[str, JobState]) -> None:
-        entry, task_id = self.entries[index], self.task_id(index)
+        entry = self.entries[index]
+        task_id = entry.slurm_job_id
         if task_id is None:
             entry.status, entry.error = "lost", "never submitted (its submitter ended first)"
             return
@@ -335,7 +332,7 @@ class ArrayWatch:
         self.entries[index] = BatchEntry(
             **asdict(finished),
             index=index,
-            attempts=self.attempts(index),
+            attempts=self.entries[index].attempts,
             slurm_job_id=outcome.get("slurm_job_id"),
         )
         notebook = self.dir / finished.notebook if finished.notebook else None
