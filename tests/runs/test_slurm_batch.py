@@ -222,6 +222,9 @@ def test_slurm_refuses_before_anything_is_submitted(slurm, gated_bundle, tmp_pat
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("labkit: ")
         assert re.search(said, done.stderr), done.stderr
     assert slurm.jobs() == []
+    done = subprocess.run([*CLI, "batch", "--status", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "is not a SLURM batch folder" in done.stderr
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SlurmError, match="SLURM is not available on this machine: sbatch"):
