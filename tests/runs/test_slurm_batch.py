@@ -234,3 +234,29 @@ def test_slurm_refuses_before_anything_is_submitted(slurm, gated_bundle, tmp_pat
 def test_array_indices_are_written_as_ranges():
     assert array_flag([0, 1, 2, 3]) == "--array=0-3"
     assert array_flag([7, 2, 3, 5, 9, 8]) == "--array=2-3,5,7-9"
+
+
+def test_a_task_killed_at_its_walltime_is_marked_timeout_and_resumed(slurm, gated_bundle, tmp_path):
+    """SLURM's shortest walltime is a minute; this test leaves what such a task leaves
+    behind (its output's last line, no outcome) in place of a finished one's."""
+    from labkit.runs.slurm_array import batch_status, outcome_path, resume_batch
+
+    out = tmp_path / "batch"
+    first = batch(gated_bundle, {"x": [3]}, on="slurm", memory="1GiB", out=out, progress=False)
+    job = first.runs[0]["slurm_job_id"]
+    wait_for(lambda: not slurm.jobs(), 60, "the task gone from the queue")
+    outcome_path(out, 0).unlink()
+    (out / "slurm" / "logs" / f"task-{job}.out").write_text(
+        "slurmstepd-node: error: *** JOB 99 ON node CANCELLED AT 2026-12-06T19:52:29 "
+        "DUE TO TIME LIMIT ***\n"
+    )
+    status = batch_status(out)
+    (run,) = status.result.runs
+    assert run["status"] == "timeout" and run["slurm_job_id"] == job
+    assert run["error"].startswith(f"SLURM task {job} ended without a result: slurmstepd")
+    assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
+
+    resumed = resume_batch(out, progress=False)
+    assert resumed.ok and resumed.runs[0]["attempts"] == 2
+    assert resumed.runs[0]["slurm_job_id"] != job
+    wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
