@@ -337,14 +337,14 @@ class ArrayWatch:
         )
         notebook = self.dir / finished.notebook if finished.notebook else None
         self._log_once(
-            str(index),
+            f"{index}.{self.entries[index].attempts}",
             lambda: self.tracking.finish(
                 self.tracking.run(finished.mlflow_run_id), finished, notebook
             ),
         )
 
     def _log_once(self, name: str, log: Callable[[], None]) -> None:
-        """MLflow hears of each run once, whichever process watched it end."""
+        """MLflow hears of each attempt's end once, whichever process watched it end."""
         try:
             (self.dir / FOLDER / "logged" / name).open("x").close()
         except FileExistsError:
@@ -387,7 +387,8 @@ class ArrayWatch:
                         job_id = self.submit(again)
                         bar.write(
                             f"labkit: SLURM task(s) {lost} ended without a result; "
-                            f"submitted again as job {job_id}"
+                            f"submitted again as job {job_id}",
+                            file=sys.stderr,
                         )
                     self._show(bar)
                     if self.settled():
@@ -398,11 +399,13 @@ class ArrayWatch:
                     time.sleep(POLL_S)
             except KeyboardInterrupt:
                 self.save("running")
+                jobs = ", ".join(round_["job_id"] for round_ in self.state["rounds"])
                 bar.write(
                     f"labkit: the SLURM array keeps running (job {jobs}); "
                     f"`labkit batch --status {self.dir}` shows it, "
                     f"`labkit batch --resume {self.dir}` waits for it and submits lost runs "
-                    f"again, `scancel {jobs.replace(', ', ' ')}` cancels it"
+                    f"again, `scancel {jobs.replace(', ', ' ')}` cancels it",
+                    file=sys.stderr,
                 )
                 raise
         return self.close()
@@ -424,13 +427,14 @@ class ArrayWatch:
         for index, entry in enumerate(self.entries):
             if entry.status in ("lost", "timeout"):
                 self._log_once(
-                    str(index),
+                    f"{index}.{entry.attempts}",
                     lambda e=entry: self.tracking.finish(
                         self.tracking.run(e.mlflow_run_id), e, None
                     ),
                 )
         summary = self.save("done")
-        self._log_once("batch", lambda: self.tracking.close(summary))
+        rounds = len(self.state["rounds"])  # a batch resumed later is closed again
+        self._log_once(f"batch.{rounds}", lambda: self.tracking.close(summary))
         return self.result(summary)
 
     def save(self, status: BatchStatus) -> dict[str, Any]:
