@@ -14,6 +14,7 @@ from labkit.runs.execute import RunResult, run
 from labkit.runs.freeze import current_notebook_path, freeze
 from labkit.runs.listing import RunsTable, list_runs
 from labkit.runs.records import RECORD_MIME, read_records, record
+from labkit.runs.slurm_array import batch_status, resume_batch
 from labkit.runs.verify import VerifyReport, verify
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "RunsTable",
     "VerifyReport",
     "batch",
+    "batch_status",
     "current_notebook_path",
     "expand_grid",
     "freeze",
@@ -31,6 +33,7 @@ __all__ = [
     "load_bundle",
     "read_records",
     "record",
+    "resume_batch",
     "run",
     "verify",
 ]
