@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit.clusters.slurm import JobState
 from labkit.runs.listing import ListedBatch, ListedBundle, ListedRun, ListedSweep
 from labkit.schema import json_schema
 from labkit.server.models import BackendDescription, ClusterDescription
@@ -20,6 +21,7 @@ API_TS = Path(__file__).resolve().parents[1] / "extension" / "src" / "api.ts"
 PAIRS = {
     "ICluster": ClusterDescription,
     "IBackend": BackendDescription,
+    "IJobState": JobState,
     "IListedBundle": ListedBundle,
     "IListedRun": ListedRun,
     "IListedBatch": ListedBatch,
@@ -70,6 +72,11 @@ def _schema_types(schema: dict) -> frozenset[str]:
     if not schema:
         return frozenset({"unknown"})
     kind = schema["type"]
+    if kind == "array":  # a list of records is IRecord[], of scalars e.g. string[]
+        items = schema["items"]
+        if "title" in items:
+            return frozenset({f"I{items['title']}[]"})
+        return frozenset(f"{alternative}[]" for alternative in _schema_types(items))
     return frozenset({"number" if kind == "integer" else kind})
 
 

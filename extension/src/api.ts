@@ -31,6 +31,16 @@ export interface ICluster {
   connect: string;
   /** The command another host runs to join the cluster (a cluster off loopback only). */
   join?: string | null;
+  /** Its SLURM jobs (a cluster whose workers are SLURM jobs). */
+  jobs?: IJobState[] | null;
+}
+
+/** One SLURM job as squeue reports it; ENDED once squeue no longer lists it. */
+export interface IJobState {
+  job_id: string;
+  state: string;
+  /** why it is pending: Resources, Priority, ... */
+  reason: string | null;
 }
 
 /** A backend the server starts clusters of, as `GET /labkit/api/backends` names it. */
@@ -41,6 +51,10 @@ export interface IBackend {
   worker_unit: string;
   scale_label: string;
   scale_hint: string;
+  /** where its workers run: processes of the server's machine, or SLURM jobs */
+  on?: 'local' | 'slurm';
+  /** the SLURM profiles (ClusterManager.slurm_profiles) it can start with */
+  profiles?: string[];
 }
 
 export type RunStatus = 'ok' | 'failed' | 'pending' | 'lost' | 'timeout' | 'cancelled';
@@ -141,10 +155,14 @@ export interface IRegisterOptions {
 export const api = {
   listBackends: () => requestAPI<IBackend[]>('backends'),
   listClusters: () => requestAPI<ICluster[]>('clusters'),
-  startCluster: (backend: string, workers: number) =>
+  startCluster: (backend: string, workers: number, on = 'local', profile?: string) =>
     requestAPI<ICluster>('clusters', {
       method: 'POST',
-      body: JSON.stringify({ backend, workers })
+      body: JSON.stringify(
+        on === 'slurm'
+          ? { backend, on, jobs: workers, ...(profile ? { profile } : {}) }
+          : { backend, workers }
+      )
     }),
   registerCluster: (address: string, options: IRegisterOptions = {}) =>
     requestAPI<ICluster>('clusters', {

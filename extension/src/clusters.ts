@@ -5,9 +5,14 @@
  */
 import { CommandRegistry } from '@lumino/commands';
 
-import { IBackend, ICluster } from './api';
+import { IBackend, ICluster, IJobState } from './api';
 import { CommandIDs } from './commandids';
 import { formatBytes, formatCount, h } from './dom';
+
+/** "1234 RUNNING", or "1235 PENDING (Resources)". */
+function describeJob(job: IJobState): string {
+  return `${job.job_id} ${job.state}` + (job.reason ? ` (${job.reason})` : '');
+}
 
 const ORIGIN_LABEL: Record<string, string> = {
   managed: 'local',
@@ -54,7 +59,7 @@ export class ClusterCard {
   constructor(
     cluster: ICluster,
     private commands: CommandRegistry,
-    private describe: (backend: string) => IBackend
+    private describe: (backend: string, on: string) => IBackend
   ) {
     this.id = cluster.id;
     this.name = h('span', { className: 'labkit-card-name' });
@@ -69,6 +74,13 @@ export class ClusterCard {
     this.origin = h('span', { className: 'labkit-origin' });
     this.address = h('code', { className: 'labkit-address' });
     this.error = h('div', { className: 'labkit-card-error', role: 'alert', hidden: true });
+    this.jobList = h('span', { className: 'labkit-job-list' });
+    this.jobs = h(
+      'div',
+      { className: 'labkit-jobs', hidden: true },
+      h('span', { className: 'labkit-jobs-label' }, 'SLURM jobs '),
+      this.jobList
+    );
     this.joinCommand = h('code', { className: 'labkit-join-command' });
     this.join = h(
       'div',
@@ -143,6 +155,7 @@ export class ClusterCard {
         this.memory.node
       ),
       this.error,
+      this.jobs,
       this.join,
       this.scaleRow,
       h(
@@ -173,9 +186,10 @@ export class ClusterCard {
       this.statusText.data = status;
     }
     this.backend.className = `labkit-backend labkit-backend-${backend}`;
-    const words = this.describe(backend);
+    const words = this.describe(backend, cluster.jobs ? 'slurm' : 'local');
     setText(this.backend, words.label);
-    setText(this.origin, ORIGIN_LABEL[cluster.origin] ?? cluster.origin);
+    const origin = cluster.jobs ? 'SLURM' : ORIGIN_LABEL[cluster.origin];
+    setText(this.origin, origin ?? cluster.origin);
     setText(this.address, cluster.address || '…');
     setAttr(this.address, 'title', cluster.address);
 
@@ -186,6 +200,9 @@ export class ClusterCard {
 
     this.error.hidden = !cluster.error;
     setText(this.error, cluster.error ?? '');
+
+    this.jobs.hidden = !cluster.jobs?.length;
+    setText(this.jobList, (cluster.jobs ?? []).map(describeJob).join(' · '));
 
     this.join.hidden = !cluster.join;
     setText(this.joinCommand, cluster.join ?? '');
@@ -266,6 +283,8 @@ export class ClusterCard {
   private gpus = new Stat('GPUs');
   private memory = new Stat('memory');
   private error: HTMLElement;
+  private jobs: HTMLElement;
+  private jobList: HTMLElement;
   private join: HTMLElement;
   private joinCommand: HTMLElement;
   private scaleRow: HTMLElement;

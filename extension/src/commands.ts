@@ -85,9 +85,12 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
   commands.addCommand(CommandIDs.start, {
     label: args => {
       const backend = args.backend as Backend | undefined;
-      return backend
-        ? `Start Local ${panel.describe(backend).label} Cluster`
-        : 'Start Local Cluster';
+      if (!backend) {
+        return 'Start Local Cluster';
+      }
+      const on = typeof args.on === 'string' ? args.on : 'local';
+      const label = panel.describe(backend, on).label;
+      return on === 'local' ? `Start Local ${label} Cluster` : `Start ${label} Cluster`;
     },
     caption: args =>
       args.backend
@@ -98,23 +101,33 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
         type: 'object',
         properties: {
           backend: { type: 'string' },
+          on: { type: 'string', enum: ['local', 'slurm'] },
+          profile: { type: 'string' },
           workers: { type: 'integer', minimum: 1 }
         }
       }
     },
     execute: async args => {
       const backend = (args.backend as Backend | undefined) ?? settings().defaultBackend;
-      const known = (await panel.knownBackends()).map(b => b.name);
+      const on = typeof args.on === 'string' ? args.on : 'local';
+      const profile = typeof args.profile === 'string' ? args.profile : undefined;
+      const known = (await panel.knownBackends())
+        .filter(b => (b.on ?? 'local') === on)
+        .map(b => b.name);
       if (!known.includes(backend)) {
         const choices = known.length ? `use ${known.join(' or ')}` : 'the server named none';
-        return fail(panel, `unknown backend ${String(backend)}: ${choices}`);
+        const where = on === 'local' ? '' : ` on ${on}`;
+        return fail(panel, `unknown backend ${String(backend)}${where}: ${choices}`);
       }
       const workers =
         args.workers === undefined ? settings().defaultWorkers : positiveInteger(args.workers);
       if (workers === null) {
         return fail(panel, `workers must be a whole number of at least 1, not ${args.workers}`);
       }
-      const ok = await panel.act(`start-${backend}`, () => api.startCluster(backend, workers));
+      const key = on === 'local' ? backend : `${backend}-${on}`;
+      const ok = await panel.act(`start-${key}`, () =>
+        api.startCluster(backend, workers, on, profile)
+      );
       return ok || fail(panel, panel.lastError ?? `could not start a ${backend} cluster`);
     }
   });
@@ -248,9 +261,10 @@ export function addCommands(context: ICommandContext, palette: ICommandPalette |
     // one "Start Local <Backend> Cluster" item per backend the server starts
     void panel.backends.then(backends => {
       for (const backend of backends) {
+        const on = backend.on ?? 'local';
         palette.addItem({
           command: CommandIDs.start,
-          args: { backend: backend.name },
+          args: on === 'local' ? { backend: backend.name } : { backend: backend.name, on },
           category: CATEGORY
         });
       }

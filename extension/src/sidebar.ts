@@ -55,10 +55,10 @@ export class ClusterPanel extends Widget {
     return this.backendList;
   }
 
-  /** How the sidebar names ``backend``: the server's words, or its bare name. */
-  describe(backend: string): IBackend {
+  /** How the sidebar names ``backend`` (``on`` SLURM or not): the server's words, or its name. */
+  describe(backend: string, on = 'local'): IBackend {
     return (
-      this.backendList.find(b => b.name === backend) ?? {
+      this.backendList.find(b => b.name === backend && (b.on ?? 'local') === on) ?? {
         name: backend,
         label: backend,
         worker_unit: 'workers',
@@ -143,24 +143,45 @@ export class ClusterPanel extends Widget {
     }
     this.backendList = backends;
     this.startRow.replaceChildren();
+    this.slurmRow.replaceChildren();
     this.startButtons.clear();
     for (const backend of this.backendList) {
+      const on = backend.on ?? 'local';
+      const key = on === 'local' ? backend.name : `${backend.name}-${on}`;
+      const profile =
+        on === 'slurm' && backend.profiles?.length
+          ? h(
+              'select',
+              {
+                className: `labkit-input labkit-profile-select labkit-profile-${key}`,
+                'aria-label': `SLURM profile for ${backend.label}`
+              },
+              ...backend.profiles.map(name => h('option', { value: name }, name))
+            )
+          : null;
       const button = h(
         'button',
         {
-          className: `labkit-button labkit-start-${backend.name}`,
+          className: `labkit-button labkit-start-${key}`,
           onclick: () =>
             void this.commands.execute(CommandIDs.start, {
               backend: backend.name,
-              workers: this.newClusterWorkers
+              workers: this.newClusterWorkers,
+              ...(on === 'local' ? {} : { on }),
+              ...(profile ? { profile: profile.value } : {})
             })
         },
         `Start ${backend.label}`
       );
-      this.startButtons.set(backend.name, button);
-      this.startRow.append(button);
-      this.backendSelect.append(h('option', { value: backend.name }, backend.name));
+      this.startButtons.set(key, button);
+      if (on === 'local') {
+        this.startRow.append(button);
+        this.backendSelect.append(h('option', { value: backend.name }, backend.name));
+      } else {
+        this.slurmRow.append(...(profile ? [profile] : []), button);
+      }
     }
+    this.slurmRow.hidden = this.slurmRow.childElementCount === 0;
     this.backendsLoaded.resolve(this.backendList);
   }
 
@@ -214,7 +235,8 @@ export class ClusterPanel extends Widget {
         h('label', { className: 'labkit-label' }, 'Workers'),
         this.workersInput
       ),
-      this.startRow
+      this.startRow,
+      this.slurmRow
     );
     this.addressInput = h('input', {
       type: 'text',
@@ -369,7 +391,7 @@ export class ClusterPanel extends Widget {
       if (card) {
         card.update(cluster, busy);
       } else {
-        card = new ClusterCard(cluster, this.commands, name => this.describe(name));
+        card = new ClusterCard(cluster, this.commands, (name, on) => this.describe(name, on));
         card.update(cluster, busy);
         this.cards.set(cluster.id, card);
       }
@@ -432,6 +454,7 @@ export class ClusterPanel extends Widget {
   private backendsLoading: Promise<void> | null = null;
   private startButtons = new Map<Backend, HTMLButtonElement>();
   private startRow: HTMLElement = h('div', { className: 'labkit-row' });
+  private slurmRow: HTMLElement = h('div', { className: 'labkit-row labkit-slurm', hidden: true });
   private banner!: HTMLElement;
   private list!: HTMLElement;
   private empty!: HTMLElement;

@@ -23,14 +23,18 @@ class Backend:
     name: str
     cluster: str  # "module:Class" of its Cluster
     launcher: str | None = None  # "module:Class" of its server Launcher; None: not managed
+    slurm_launcher: str | None = None  # the server Launcher whose workers are SLURM jobs
 
 
 BACKENDS: dict[str, Backend] = {}
 
 
-def register_backend(name: str, *, cluster: str, launcher: str | None = None) -> Backend:
-    """Make backend ``name`` known to ``labkit.connect`` and (with ``launcher``) the server."""
-    BACKENDS[name] = Backend(name, cluster, launcher)
+def register_backend(
+    name: str, *, cluster: str, launcher: str | None = None, slurm_launcher: str | None = None
+) -> Backend:
+    """Make backend ``name`` known to ``labkit.connect`` and (with ``launcher``) the server;
+    ``slurm_launcher``: the server can also start it with its workers as SLURM jobs."""
+    BACKENDS[name] = Backend(name, cluster, launcher, slurm_launcher)
     return BACKENDS[name]
 
 
@@ -43,6 +47,7 @@ register_backend(
     "dask",
     cluster="labkit.clusters.dask:DaskCluster",
     launcher="labkit.server.launchers.dask:DaskLauncher",
+    slurm_launcher="labkit.server.launchers.dask_slurm:DaskSlurmLauncher",
 )
 
 

@@ -65,7 +65,8 @@ class ClustersHandler(LabkitHandler):
     @_labkit_errors
     async def post(self) -> None:
         body = self.json_body()
-        unknown = set(body) - {"backend", "workers", "address", "name", "token_file", "tls"}
+        fields = {"backend", "workers", "address", "name", "token_file", "tls"}
+        unknown = set(body) - fields - {"on", "jobs", "profile"}
         if unknown:
             raise web.HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
         if body.get("address") is not None:
@@ -81,8 +82,16 @@ class ClustersHandler(LabkitHandler):
         else:
             if "backend" not in body:
                 raise web.HTTPError(400, "give 'backend' to start a local cluster or 'address'")
+            if "jobs" in body and body.get("on") != "slurm":
+                raise web.HTTPError(400, "'jobs' counts SLURM jobs: add \"on\": \"slurm\"")
+            if "jobs" in body and "workers" in body:
+                raise web.HTTPError(400, "give 'jobs' or 'workers', not both")
             cluster = await self.manager.start_cluster(
-                body["backend"], body.get("workers"), body.get("name")
+                body["backend"],
+                body.get("jobs", body.get("workers")),
+                body.get("name"),
+                on=body.get("on"),
+                profile=body.get("profile"),
             )
         self.reply(to_json(cluster), 201)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from labkit.clusters.backends import load
 from labkit.clusters.credentials import Credentials
 from labkit.clusters.dask_auth import check_tls_files
 from labkit.clusters.registry import ClusterEntry, read_registry, registry_path, write_registry
+from labkit.clusters.slurm import SlurmOptions, profile_options, slurm_profiles
 from labkit.errors import (
     ClusterNotFoundError,
     LabkitError,
@@ -110,6 +112,18 @@ class ClusterManager(LoggingConfigurable):
         help="Backend name -> its Launcher class, or a 'module:Class' import string. Default: "
         "the launchers of the registered backends (clusters.backends).",
     )
+    slurm_launcher_classes = Dict(
+        config=True,
+        help="Backend name -> the Launcher class (or 'module:Class') that runs its workers as "
+        "SLURM jobs. Default: those the registered backends name (clusters.backends).",
+    )
+    slurm_profiles = Dict(
+        config=True,
+        help="Named SLURM option sets the sidebar offers, name -> options (partition, account, "
+        "cores, memory, walltime, job_extra, prologue, interface, startup_timeout, "
+        "log_directory), e.g. {'debug': {'partition': 'debug', 'walltime': '00:30:00'}}. "
+        "Default: the profiles file ($LABKIT_SLURM_PROFILES or ~/.labkit/slurm-profiles.json).",
+    )
     launcher_options = Dict(
         config=True,
         help="Backend name -> keyword options for its launcher, e.g. "
@@ -148,6 +162,14 @@ class ClusterManager(LoggingConfigurable):
     def _registered_launchers(self) -> dict[str, Any]:
         return launcher_targets()
 
+    @default("slurm_launcher_classes")
+    def _registered_slurm_launchers(self) -> dict[str, Any]:
+        return launcher_targets(on="slurm")
+
+    @default("slurm_profiles")
+    def _profiles_file(self) -> dict[str, Any]:
+        return slurm_profiles()
+
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self._clusters: dict[str, ClusterRecord] = {}
@@ -171,16 +193,34 @@ class ClusterManager(LoggingConfigurable):
         return await self._describe(await self._find(cluster_id))
 
     async def start_cluster(
-        self, backend: str, workers: int | None = None, name: str | None = None
+        self,
+        backend: str,
+        workers: int | None = None,
+        name: str | None = None,
+        on: str | None = None,
+        profile: str | None = None,
     ) -> ClusterDescription:
-        """Start a managed local cluster; returns at once with status ``starting``."""
+        """Start a managed cluster; returns at once with status ``starting``.
+
+        ``on="slurm"``: its workers are SLURM jobs (``workers`` of them) with the options of
+        ``profile`` (one of ``slurm_profiles``; None: SLURM's defaults); else local processes.
+        """
         self._check_open()
-        launcher_class = self._launcher_class(backend)
+        if on == "slurm":
+            launcher_class = self._launcher_class(backend, self.slurm_launcher_classes, "on SLURM")
+            options = {"options": self._slurm_options(profile)}
+        elif on in (None, "local"):
+            if profile is not None:
+                raise ParameterError("a SLURM profile applies to on='slurm' only")
+            launcher_class = self._launcher_class(backend)
+            options = self.launcher_options.get(backend, {})
+        else:
+            raise ParameterError(f"unknown 'on' {on!r}: choose local or slurm")
         workers = self._check_workers(self.default_workers if workers is None else workers)
-        name = self._check_name(name) if name is not None else self._new_name(backend)
+        prefix = backend if on != "slurm" else f"{backend}-slurm"
+        name = self._check_name(name) if name is not None else self._new_name(prefix)
         root = self.work_root or None
-        workdir = Path(tempfile.mkdtemp(prefix=f"labkit-{backend}-", dir=root))
-        options = self.launcher_options.get(backend, {})
+        workdir = Path(tempfile.mkdtemp(prefix=f"labkit-{prefix}-", dir=root))
         launcher = launcher_class(workdir, self.bind_host, **options)
         record = ClusterRecord(
             name, name, backend, "", "managed", launcher, phase="starting", busy=True
@@ -354,6 +394,7 @@ class ClusterManager(LoggingConfigurable):
                 else f"%labkit connect {record.address} --backend {record.backend}"
             ),
             join=record.launcher.join_command() if record.launcher is not None else None,
+            jobs=await asyncio.to_thread(record.launcher.jobs) if record.launcher else None,
         )
 
     async def _status(
@@ -381,7 +422,8 @@ class ClusterManager(LoggingConfigurable):
                 return record.phase, None, health
             record.phase = "running"
             return "running", None, health
-        if settling and waited < self.startup_timeout:
+        # time a batch system keeps workers in its queue is no failure
+        if settling and (waited < self.startup_timeout or record.launcher.queued()):
             return record.phase, None, health
         return "error", health.error, health
 
@@ -450,16 +492,32 @@ class ClusterManager(LoggingConfigurable):
         return records
 
     def backends(self) -> list[BackendDescription]:
-        """The backends this server starts clusters of, as the sidebar names them."""
-        return [self._launcher_class(name).describe() for name in self.launcher_classes]
+        """The backends this server starts clusters of, as the sidebar names them; those on
+        SLURM only where SLURM's commands are on PATH."""
+        found = [self._launcher_class(name).describe() for name in self.launcher_classes]
+        if shutil.which("sbatch"):
+            profiles = sorted(self.slurm_profiles)
+            for name in self.slurm_launcher_classes:
+                launcher = self._launcher_class(name, self.slurm_launcher_classes, "on SLURM")
+                found.append(launcher.describe(profiles))
+        return found
 
-    def _launcher_class(self, backend: str) -> type[Launcher]:
-        """The launcher of ``backend``; ParameterError naming the known ones otherwise."""
-        if not isinstance(backend, str) or backend not in self.launcher_classes:
-            known = ", ".join(sorted(self.launcher_classes))
-            raise ParameterError(f"unknown backend {backend!r}: choose one of {known}")
-        found = self.launcher_classes[backend]
+    def _launcher_class(
+        self, backend: str, launchers: dict[str, Any] | None = None, where: str = ""
+    ) -> type[Launcher]:
+        """The launcher of ``backend`` (among ``launchers``, default the local ones);
+        ParameterError naming the known ones otherwise."""
+        launchers = self.launcher_classes if launchers is None else launchers
+        if not isinstance(backend, str) or backend not in launchers:
+            known = ", ".join(sorted(launchers)) or "none"
+            what = f"backend {backend!r} {where}".strip()
+            raise ParameterError(f"unknown {what}: choose one of {known}")
+        found = launchers[backend]
         return load(found) if isinstance(found, str) else found
+
+    def _slurm_options(self, profile: str | None) -> SlurmOptions:
+        """The options of SLURM profile ``profile`` (None: SLURM's and labkit's defaults)."""
+        return profile_options(profile, self.slurm_profiles)
 
     async def _probe(self, record: ClusterRecord) -> Health:
         launcher_class = self._launcher_class(record.backend)

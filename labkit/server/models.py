@@ -6,11 +6,14 @@ tests/test_api_types.py checks that the two sides agree field by field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from labkit.clusters.slurm import JobState
 
 Backend = str  # a registered backend name (labkit.clusters.backends): "ray", "dask", ...
 Origin = Literal["managed", "registered", "kernel"]
+Where = Literal["local", "slurm"]  # where a managed cluster's workers run
 Phase = Literal["starting", "running", "scaling", "stopping"]  # of a managed cluster
 # a managed cluster shows its phase or an error; one reached by address can be unreachable
 ClusterStatus = Literal["starting", "running", "scaling", "stopping", "error", "unreachable"]
@@ -25,6 +28,8 @@ class BackendDescription:
     worker_unit: str  # what a card's worker count counts: "workers", "nodes"
     scale_label: str  # the Scale field's label
     scale_hint: str  # its tooltip
+    on: Where = "local"
+    profiles: list[str] = field(default_factory=list)  # SLURM profiles it can start with
 
 
 @dataclass
@@ -47,3 +52,4 @@ class ClusterDescription:
     error: str | None
     connect: str  # the cell that attaches a kernel, e.g. "%labkit connect ray-1"
     join: str | None = None  # the command another host runs to join it (off loopback only)
+    jobs: list[JobState] | None = None  # its SLURM jobs, pending ones with SLURM's reason

@@ -66,3 +66,19 @@ def test_slurm_refusals_are_named_before_anything_runs(slurm, monkeypatch, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SlurmError, match="SLURM is not available on this machine: sbatch"):
         labkit.connect(backend="dask", on="slurm")
+
+
+def test_importing_dask_jobqueue_keeps_the_interrupt_handler():
+    """dask-jobqueue's import would make Ctrl-C exit the process (a kernel's interrupt)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal\n"
+        "from labkit.clusters.dask_slurm import slurm_cluster_class\n"
+        "before = signal.getsignal(signal.SIGINT)\n"
+        "assert slurm_cluster_class().__name__ == 'SLURMCluster'\n"
+        "assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -25,6 +25,7 @@ def manager(tmp_path, monkeypatch):
     monkeypatch.setattr(ToyLauncher, "fail_start", False)
     manager = ClusterManager(
         launcher_classes={"toy": ToyLauncher},
+        slurm_launcher_classes={},
         launcher_options={"toy": {"greeting": "hi"}},
         registry_file=str(tmp_path / "registry.json"),
         work_root=str(tmp_path),

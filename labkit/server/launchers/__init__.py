@@ -8,10 +8,12 @@ from labkit.server.launchers.base import Launcher
 __all__ = ["Launcher", "launcher_class", "launcher_targets"]
 
 
-def launcher_targets() -> dict[str, str]:
-    """Backend name -> "module:Class" of its launcher, for every backend the server manages."""
+def launcher_targets(on: str = "local") -> dict[str, str]:
+    """Backend name -> "module:Class" of its launcher, for every backend the server manages
+    ``on`` this machine ("local") or on SLURM ("slurm")."""
     records = [backend_record(name) for name in known_backends()]
-    return {record.name: record.launcher for record in records if record.launcher}
+    found = {r.name: r.slurm_launcher if on == "slurm" else r.launcher for r in records}
+    return {name: target for name, target in found.items() if target}
 
 
 def launcher_class(backend: str) -> type[Launcher]:

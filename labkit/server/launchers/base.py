@@ -17,7 +17,8 @@ from typing import ClassVar
 
 from labkit.clusters.address import on_loopback
 from labkit.clusters.credentials import NONE, Credentials
-from labkit.server.models import BackendDescription
+from labkit.clusters.slurm import JobState
+from labkit.server.models import BackendDescription, Where
 from labkit.server.probes import Health
 from labkit.server.processes import ManagedProcess
 
@@ -26,6 +27,7 @@ class Launcher(ABC):
     """The processes of one managed cluster; ``workdir`` holds their logs and scratch space."""
 
     backend: ClassVar[str]
+    on: ClassVar[Where] = "local"  # where its workers run: processes here, or batch jobs
     dashboard_page: ClassVar[str] = ""  # the dashboard's landing page, under its root
     # How the sidebar names the backend and what its Scale field counts
     label: ClassVar[str] = ""  # e.g. "Dask"; default: the backend's name
@@ -34,11 +36,11 @@ class Launcher(ABC):
     scale_hint: ClassVar[str] = "Number of workers"
 
     @classmethod
-    def describe(cls) -> BackendDescription:
+    def describe(cls, profiles: list[str] | None = None) -> BackendDescription:
         """The backend as the sidebar shows it (``GET /labkit/api/backends``)."""
-        return BackendDescription(
-            cls.backend, cls.label or cls.backend, cls.worker_unit, cls.scale_label, cls.scale_hint
-        )
+        label = cls.label or cls.backend
+        words = (cls.worker_unit, cls.scale_label, cls.scale_hint)
+        return BackendDescription(cls.backend, label, *words, on=cls.on, profiles=profiles or [])
 
     def __init__(self, workdir: Path, host: str):
         self.workdir = workdir
@@ -53,6 +55,15 @@ class Launcher(ABC):
     def takes_remote_nodes(self) -> bool:
         """Off loopback, other hosts can reach the cluster: it then starts with auth on."""
         return not on_loopback(self.host)
+
+    def jobs(self) -> list[JobState] | None:
+        """The batch jobs its workers run in, as the batch system reports them; None when
+        its workers are processes of this machine."""
+        return None
+
+    def queued(self) -> bool:
+        """Whether workers wait in a batch queue: a start does not time out meanwhile."""
+        return False
 
     def join_command(self) -> str | None:
         """The command another host runs to join this cluster as a worker node (with the
