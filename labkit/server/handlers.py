@@ -83,7 +83,7 @@ class ClustersHandler(LabkitHandler):
             if "backend" not in body:
                 raise web.HTTPError(400, "give 'backend' to start a local cluster or 'address'")
             if "jobs" in body and body.get("on") != "slurm":
-                raise web.HTTPError(400, "'jobs' counts SLURM jobs: add \"on\": \"slurm\"")
+                raise web.HTTPError(400, '\'jobs\' counts SLURM jobs: add "on": "slurm"')
             if "jobs" in body and "workers" in body:
                 raise web.HTTPError(400, "give 'jobs' or 'workers', not both")
             cluster = await self.manager.start_cluster(
