@@ -28,9 +28,7 @@ def test_start_and_stop_dask_on_slurm_from_the_sidebar(
         panel = open_panel(lab, page)
         start = panel.get_by_role("button", name="Start Dask on SLURM")
         start.wait_for(timeout=30_000)
-        panel.get_by_role("combobox", name="SLURM profile for Dask on SLURM").select_option(
-            "small"
-        )
+        panel.get_by_role("combobox", name="SLURM profile for Dask on SLURM").select_option("small")
         workers = page.get_by_role("spinbutton", name="workers for a new local cluster")
         workers.fill("1")
         start.click()
