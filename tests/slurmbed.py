@@ -48,6 +48,23 @@ class SlurmBed:
         out = self.run("squeue", "--noheader", "--format=%i")
         return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
+    def stop_controller(self) -> None:
+        """Stop slurmctld by its PID (the jobs run on; SLURM's commands fail meanwhile)."""
+        stop_process(self.processes[1])
+
+    def start_controller(self) -> None:
+        """Start slurmctld again on its saved state: the jobs it knew come back."""
+        log = self.folder / "slurmctld.out"
+        self.processes[1] = subprocess.Popen(
+            ["slurmctld", "-D", "-f", str(self.conf)],
+            stdout=log.open("a"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        logs = [self.folder / "slurmctld.log"]
+        _wait(lambda: self.run("squeue").returncode == 0, 60, "slurmctld again", logs)
+
 
 def available() -> bool:
     return os.geteuid() == 0 and all(

@@ -260,3 +260,22 @@ def test_a_task_killed_at_its_walltime_is_marked_timeout_and_resumed(slurm, gate
     assert resumed.ok and resumed.runs[0]["attempts"] == 2
     assert resumed.runs[0]["slurm_job_id"] != job
     wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
+
+
+def test_a_batch_outlives_a_restart_of_slurmctld(slurm, gated_bundle, tmp_path, caplog):
+    gate, out = tmp_path / "gate", tmp_path / "batch"
+    grid = {"x": [1], "hold": [1], "gate": [str(gate)]}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(batch, gated_bundle, grid, on="slurm", memory="1GiB", out=out,
+                              progress=False)  # fmt: skip
+        _held(gate)
+        slurm.stop_controller()
+        try:  # squeue gives up after ~9 s: the run is not taken for lost meanwhile
+            wait_for(lambda: "squeue failed" in caplog.text, 30, "the watcher's squeue failing")
+        finally:
+            slurm.start_controller()
+        gate.touch()
+        result = running.result(timeout=120)
+    assert result.ok, result.failed
+    assert [run["attempts"] for run in result.runs] == [1]
+    wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
