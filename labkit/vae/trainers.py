@@ -2,7 +2,8 @@
 
 Every trainer takes the same arguments, ``(job, emit, stop, cluster, workdir)``, and blocks
 until the run ends; ``emit`` receives each epoch's report. A new training backend is one
-module with such a function plus one line in ``TRAINERS``. Trainers are imported on first
+module with such a function plus one ``register_trainer`` line (its label is how the training
+panel offers it). Trainers are imported on first
 use, so choosing in-process never imports Ray or Dask.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,12 +23,14 @@ if TYPE_CHECKING:
     from labkit.clusters import Cluster
     from labkit.vae.job import TrainJob
 
-# backend name -> "module:function"
-TRAINERS: dict[str, str] = {
-    IN_PROCESS: "labkit.vae.local_train:run_in_process",
-    "ray": "labkit.vae.ray_train:run_on_ray",
-    "dask": "labkit.vae.dask_train:run_on_dask",
-}
+
+@dataclass(frozen=True)
+class TrainerRecord:
+    target: str  # "module:function"
+    label: str  # how the training panel names it
+
+
+TRAINERS: dict[str, TrainerRecord] = {}
 
 
 class Trainer(Protocol):
@@ -40,9 +44,14 @@ class Trainer(Protocol):
     ) -> None: ...
 
 
-def register_trainer(backend: str, target: str) -> None:
+def register_trainer(backend: str, target: str, label: str | None = None) -> None:
     """Train on clusters of ``backend`` with ``target`` ("module:function")."""
-    TRAINERS[backend] = target
+    TRAINERS[backend] = TrainerRecord(target, label or backend)
+
+
+register_trainer(IN_PROCESS, "labkit.vae.local_train:run_in_process", "in-process")
+register_trainer("ray", "labkit.vae.ray_train:run_on_ray", "Ray (Ray Train)")
+register_trainer("dask", "labkit.vae.dask_train:run_on_dask", "Dask (one worker)")
 
 
 def trainer(backend: str) -> Trainer:
@@ -51,5 +60,5 @@ def trainer(backend: str) -> Trainer:
         raise ParameterError(
             f"cannot train on a {backend} cluster: training runs on {', '.join(sorted(TRAINERS))}"
         )
-    module, _, name = TRAINERS[backend].partition(":")
+    module, _, name = TRAINERS[backend].target.partition(":")
     return getattr(import_module(module), name)

@@ -16,20 +16,18 @@ import ipywidgets as widgets
 import numpy as np
 
 from labkit.clusters import ClusterSpec, choose_cluster
-from labkit.clusters.backends import known_backends
 from labkit.clusters.spec import IN_PROCESS
 from labkit.errors import ParameterError
 from labkit.spectra import concatenate
 from labkit.spectra.store import is_store
 from labkit.vae import TrainConfig, TrainResult, train
 from labkit.vae.data import TrainingArrays, training_arrays
+from labkit.vae.trainers import TRAINERS
 from labkit.widgets.background import BackgroundJob
 
-_LABELS = {"ray": "Ray (Ray Train)", "dask": "Dask (one worker)"}
 BACKENDS = [
     ("active cluster, else in-process", "auto"),
-    ("in-process", IN_PROCESS),
-    *((_LABELS.get(name, name), name) for name in known_backends()),
+    *((record.label, name) for name, record in TRAINERS.items()),
 ]
 SHOWN_RECONSTRUCTIONS = 3
 
