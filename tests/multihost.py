@@ -28,6 +28,7 @@ HOSTS = ["head", "node1", "node2", "laptop", "outsider"]
 NODES = ("node1", "node2")
 DASK_TLS_PORT, DASK_TCP_PORT, RAY_PORT, RAY_CLIENT_PORT = 8786, 8796, 6379, 10001
 CLIENT = ["-m", "tests.clusters.multinode_client"]
+RAY_START_TRIES, RAY_JOIN_S = 3, 150  # a node that has not joined within is started again
 RAY_NODE_PORTS = {
     "--dashboard-agent-listen-port": 52365,
     "--dashboard-agent-grpc-port": 52366,
@@ -115,13 +116,16 @@ class Bed:
         self.client("laptop", ["wait", self.dask_address(tls), str(workers)], self.env())
 
     # -- Ray ----------------------------------------------------------------------------
-    def start_ray_node(self, host: str, head: bool = False) -> None:
+    def start_ray_node(self, host: str, head: bool = False) -> subprocess.Popen:
         from labkit.clusters.ray import new_ray_temp_dir
 
         env = self.env(tls=None, token=True)
         env["RAY_AUTH_MODE"] = "token"
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" refuses to join nodes
-        env["RAY_raylet_start_wait_time_s"] = "300"  # a busy 2-core machine starts slowly
+        # a busy 2-core machine starts slowly: the raylet waits for its agent's port file
+        # (agent_register_timeout_ms) and `ray start` for the raylet, and each aborts after
+        env["RAY_raylet_start_wait_time_s"] = "300"
+        env["RAY_agent_register_timeout_ms"] = "300000"
         node = self.net[host]
         self.ray_temp_dirs.append(new_ray_temp_dir())
         args = [str(BIN / "ray"), "start", "--block", "--node-ip-address", node.address]
@@ -135,15 +139,28 @@ class Bed:
             args += [str(RAY_CLIENT_PORT), "--dashboard-host", node.address]
         else:
             args += ["--address", f"{self.net['head'].address}:{RAY_PORT}"]
-        node.start(args, self.work / f"ray-{host}.log", env)
+        return node.start(args, self.work / f"ray-{host}.log", env)
 
     def start_ray_cluster(self) -> None:
         """A Ray head on ``head``, then a node on each of ``node1``/``node2``, token auth on."""
-        self.start_ray_node("head", head=True)
-        self.wait_for_ray(1)
+        self._start_ray_node_until_joined("head", 1)
         for joined, host in enumerate(NODES, start=2):  # one at a time: 2 cores for them all
-            self.start_ray_node(host)
-            self.wait_for_ray(joined)
+            self._start_ray_node_until_joined(host, joined)
+
+    def _start_ray_node_until_joined(self, host: str, nodes: int) -> None:
+        """Start the Ray node of ``host``; started again where the cluster does not reach
+        ``nodes`` nodes: on a busy machine a raylet gives up waiting for its dashboard agent
+        to write its port file (fixed ports or not) and aborts, and ``ray start --block``
+        goes on waiting for it."""
+        for attempt in range(1, RAY_START_TRIES + 1):
+            proc = self.start_ray_node(host, head=host == "head")
+            try:
+                self.wait_for_ray(nodes, RAY_JOIN_S)
+                return
+            except AssertionError:
+                if attempt == RAY_START_TRIES:
+                    raise
+                self.net[host].stop(proc)
 
     def ray_head_running(self) -> bool:
         """Whether the Ray head this bed started still runs (a test may have lost it)."""
@@ -152,9 +169,10 @@ class Bed:
             for proc in self.net["head"].procs
         )
 
-    def wait_for_ray(self, nodes: int) -> None:
+    def wait_for_ray(self, nodes: int, within: float = 240) -> None:
         args = ["wait", self.ray_address, str(nodes), "--token-file", str(self.token_file)]
-        self.client("laptop", args, self.env(tls=None))
+        args += ["--wait-s", str(within)]
+        self.client("laptop", args, self.env(tls=None), timeout=within + 60)
 
     def stop(self, program: str, hosts: tuple[str, ...] = ("head", *NODES)) -> None:
         """Stop, by PID, every ``program`` process (dask, ray) started on ``hosts``."""

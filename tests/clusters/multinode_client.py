@@ -1,9 +1,10 @@
 """The notebook side of the multi-host tests: run on a test-bed host, print one JSON line.
 
-    python -m tests.clusters.multinode_client wait ADDRESS NODES [--token-file F]
+    python -m tests.clusters.multinode_client wait ADDRESS NODES [--token-file F] [--wait-s S]
     python -m tests.clusters.multinode_client map ADDRESS N [--token-file F] [--slow S]
         [--turns T] [--raw]
     python -m tests.clusters.multinode_client train ADDRESS [N] --token-file F [--epochs E]
+        [--show-workers]
     python -m tests.clusters.multinode_client batch ADDRESS N --bundle B [--token-file F]
         [--hold-scale K --hold-file F]
     python -m tests.clusters.multinode_client refused ADDRESS [--token-file F]
@@ -18,6 +19,7 @@ then the figures. Dask's TLS files come from Dask's configuration (its environme
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -45,7 +47,7 @@ def _connect(args: argparse.Namespace):
 def wait(args: argparse.Namespace) -> dict:
     from labkit.errors import ConnectError
 
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + args.wait_s
     while True:  # the head may still be starting
         try:
             cluster = _connect(args)
@@ -56,15 +58,14 @@ def wait(args: argparse.Namespace) -> dict:
             time.sleep(0.5)
     while len(cluster.workers()) < args.count:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(cluster.workers())} of {args.count} nodes after {WAIT_S} s")
+            found = len(cluster.workers())
+            raise TimeoutError(f"{found} of {args.count} nodes after {args.wait_s:g} s")
         time.sleep(0.2)
     return {"workers": cluster.workers()}
 
 
 def map_(args: argparse.Namespace) -> dict:
     """labkit's map (``turns`` times; with ``--raw`` also Ray's own idiom, one task per item)."""
-    import functools
-
     cluster = _connect(args)
     hosts = sorted({w["host"] for w in cluster.workers()})
     fn = functools.partial(_square, slow=args.slow)
@@ -75,7 +76,7 @@ def map_(args: argparse.Namespace) -> dict:
         results = cluster.map(fn, range(args.count), progress=False)
         seconds.append(time.perf_counter() - started)
         if args.raw:
-            raw_seconds.append(_raw_ray(fn, args.count))
+            raw_seconds.append(_raw_ray(args.count, args.slow))
     return {
         "hosts": hosts,
         "ordered": [r[0] for r in results] == [x * x for x in range(args.count)],
@@ -87,19 +88,22 @@ def map_(args: argparse.Namespace) -> dict:
     }
 
 
-def _raw_ray(fn, count: int) -> float:
+def _raw_ray(count: int, slow: float) -> float:
+    """Ray's own idiom for the same work: one task per item, then ``ray.get`` of them all."""
     import ray
 
-    remote = ray.remote(fn)
+    remote = ray.remote(_square)
     started = time.perf_counter()
-    ray.get([remote.remote(x) for x in range(count)])
+    ray.get([remote.remote(x, slow) for x in range(count)])
     return time.perf_counter() - started
 
 
 def train(args: argparse.Namespace) -> dict:
     """A 2-worker Ray Train (DDP over gloo) run of a small VAE; this process is the driver.
 
-    Prints ``epoch N`` as each epoch's record arrives (a test can take a host down then)."""
+    Prints ``epoch N`` as each epoch's record arrives (a test can take a host down then);
+    with ``--show-workers``, after the first epoch also ``workers [{"host", "pid"}, ...]``:
+    where the Ray Train workers run, as Ray's state API tells it."""
     import tempfile
 
     from labkit.spectra import mock_survey, preprocess, rest_grid
@@ -124,9 +128,28 @@ def train(args: argparse.Namespace) -> dict:
             "ray",
             checkpoint_dir=folder,
             progress=False,
-            callback=lambda record: print(f"epoch {record['epoch']}", flush=True),
+            callback=functools.partial(_epoch_done, show_workers=args.show_workers),
         )
     return {"epochs": len(result.history), "val_loss": result.history[-1]["val_loss"]}
+
+
+def _epoch_done(record: dict, show_workers: bool) -> None:
+    print(f"epoch {record['epoch']}", flush=True)
+    if show_workers and record["epoch"] == 1:
+        print(f"workers {json.dumps(_train_workers())}", flush=True)
+
+
+def _train_workers() -> list[dict]:
+    """The live Ray Train worker actors: the address of the node each runs on, and its PID."""
+    import ray
+    from ray.util.state import list_actors
+
+    hosts = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
+    return [
+        {"host": hosts[actor.node_id], "pid": actor.pid}
+        for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        if actor.class_name.endswith("TrainWorker")
+    ]
 
 
 def batch(args: argparse.Namespace) -> dict:
@@ -198,9 +221,11 @@ def main() -> None:
     parser.add_argument("--hold-scale", type=int, default=1, help="the batch run held busy")
     parser.add_argument("--hold-file", help="where the held run writes its worker's PID")
     parser.add_argument("--epochs", type=int, default=2, help="epochs a training runs")
+    parser.add_argument("--show-workers", action="store_true", help="where training runs")
     parser.add_argument("--jupyter-token", help="what fetch sends as Jupyter's token")
     parser.add_argument("--data", help="a JSON body fetch posts")
     parser.add_argument("--timeout", type=float, default=30.0, help="labkit.connect's timeout")
+    parser.add_argument("--wait-s", type=float, default=WAIT_S, help="how long wait waits")
     parser.add_argument("--report-error", action="store_true", help="a labkit error as JSON")
     args = parser.parse_args()
     scenario = SCENARIOS[args.scenario]
