@@ -86,13 +86,13 @@ def _first_job(batch_dir: Path) -> str:
 
 def test_a_grid_runs_as_one_array_and_a_cancelled_task_runs_again(slurm, gated_bundle, tmp_path):
     gate, out = tmp_path / "gate", tmp_path / "batch"
-    grid = {"x": [1, 2, 3, 4], "hold": [3], "gate": [str(gate)]}
+    grid = {"x": [1, 2, 3, 4], "hold": [1], "gate": [str(gate)]}  # the first task held
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(batch, gated_bundle, grid, on="slurm", memory="1GiB", out=out,
                               progress=False)  # fmt: skip
         task_pid, kernel_pid = _held(gate)
         job = _first_job(out)
-        _cancel(slurm, f"{job}_2", task_pid, kernel_pid)
+        _cancel(slurm, f"{job}_0", task_pid, kernel_pid)
         gate.touch()  # the second attempt goes straight through
         result = running.result(timeout=120)
 
@@ -101,14 +101,10 @@ def test_a_grid_runs_as_one_array_and_a_cancelled_task_runs_again(slurm, gated_b
     assert runs == result.runs
     assert [run["records"]["square"] for run in runs] == [1, 4, 9, 16]
     assert {run["records"]["cwd"] for run in runs} == {str(gated_bundle.parent.parent / "project")}
-    assert [run["attempts"] for run in runs] == [1, 1, 2, 1]
-    assert [run["slurm_job_id"] for run in runs if run["attempts"] == 1] == [
-        f"{job}_0",
-        f"{job}_1",
-        f"{job}_3",
-    ]
-    again, index = runs[2]["slurm_job_id"].split("_")
-    assert index == "2" and int(again) > int(job)  # a new, one-task array
+    assert [run["attempts"] for run in runs] == [2, 1, 1, 1]
+    assert [run["slurm_job_id"] for run in runs[1:]] == [f"{job}_1", f"{job}_2", f"{job}_3"]
+    again, index = runs[0]["slurm_job_id"].split("_")
+    assert index == "0" and int(again) > int(job)  # a new, one-task array
     assert all((out / run["notebook"]).is_file() for run in runs)
     wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
 
