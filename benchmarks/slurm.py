@@ -3,6 +3,9 @@
 - ``slurm_dask_ready_s``: ``labkit.connect(backend="dask", on="slurm", jobs=2)`` until both
   workers are connected (median over turns); beside it dask-jobqueue's own ``SLURMCluster`` +
   ``scale(jobs=2)`` + ``wait_for_workers(2)`` with the same options (the raw tool);
+- ``slurm_ray_ready_s``: ``labkit.connect(backend="ray", on="slurm", jobs=2)`` until both Ray
+  nodes have joined (one job: the head, then a node joining it; on the interface of the
+  default route, as Ray joins nodes only on a routable address), median over turns (report);
 - ``slurm_submit_overhead_s``: median seconds from ``sbatch`` to a trivial job starting on the
   idle node (the job writes the time it began);
 - ``slurm_batch_speedup``: 8 runs of a small bundle one after another with
@@ -41,6 +44,27 @@ def labkit_ready(folder: Path) -> float:
     seconds = time.perf_counter() - started
     cluster.close()
     return seconds
+
+
+def ray_ready(folder: Path) -> float:
+    import labkit
+
+    started = time.perf_counter()
+    cluster = labkit.connect(
+        backend="ray", on="slurm", jobs=2, log_directory=str(folder), **ray_options()
+    )
+    seconds = time.perf_counter() - started
+    cluster.close()
+    return seconds
+
+
+def ray_options() -> dict:
+    """``OPTIONS`` on the interface of the default route: Ray refuses loopback for nodes."""
+    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 1 and fields[1] == "00000000":
+            return OPTIONS | {"interface": fields[0]}
+    raise SystemExit("no default route: Ray on SLURM needs a routable interface")
 
 
 def raw_ready(folder: Path) -> float:
@@ -133,17 +157,20 @@ def main() -> None:
     with slurm_bed() as bed, tempfile.TemporaryDirectory() as scratch:
         os.environ["SLURM_CONF"] = str(bed.conf)
         folder = Path(scratch)
-        ours, raw, submit = [], [], []
+        ours, raw, submit, ray = [], [], [], []
         for _ in range(turns):  # in turns, so both sides share the machine's state
             ours.append(labkit_ready(folder))
             wait_idle(bed)
             raw.append(raw_ready(folder))
+            wait_idle(bed)
+            ray.append(ray_ready(folder))
             wait_idle(bed)
             submit.append(submit_overhead(bed, folder))
         sequential_s, array_s = batch_times(bed, folder, 1 if args.quick else 3)
     metrics = {
         "slurm_dask_ready_s": statistics.median(ours),
         "slurm_dask_ready_raw_s": statistics.median(raw),
+        "slurm_ray_ready_s": statistics.median(ray),
         "slurm_submit_overhead_s": statistics.median(submit),
         "slurm_batch_speedup": round(sequential_s / array_s, 4),
         "slurm_batch_sequential_s": round(sequential_s, 3),
@@ -164,6 +191,7 @@ def main() -> None:
     )
     print(f"batch as a job array: {metrics['slurm_batch_speedup']:.2f}x sequential papermill")
     print(f"submit to start, median: {metrics['slurm_submit_overhead_s']:.2f} s")
+    print(f"ray ready, 2 nodes in one job, median: {metrics['slurm_ray_ready_s']:.2f} s")
     write_results("slurm", args.quick, metrics)
 
 

@@ -19,7 +19,7 @@ usage: %labkit SUBCOMMAND [options]
   connect [ADDRESS|NAME|local] [--backend ray|dask] [--workers N] [--timeout S] [--token-file F]
           [--tls-ca-file F --tls-cert F --tls-key F]   (Dask over tls://)
           [--on slurm --jobs N --cores N --memory M --walltime T --partition P --account A
-           --job-extra LINE ...]                       (Dask workers as SLURM jobs)
+           --job-extra LINE ...]          (Dask workers or Ray nodes as SLURM jobs)
   status                 backend, address, dashboard link, workers, cpus, gpus, memory
   scale N                resize the local cluster
   disconnect             close the active cluster

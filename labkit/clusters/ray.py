@@ -17,7 +17,7 @@ from labkit.clusters.base import ChunkResult, Cluster
 from labkit.clusters.credentials import Credentials
 from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.clusters.ray_auth import check_access, find_token, use_token
-from labkit.errors import ConnectError, ParameterError, UnsupportedOperationError
+from labkit.errors import ConnectError, ParameterError
 
 LOOPBACK = "127.0.0.1"
 
@@ -125,10 +125,9 @@ class RayCluster(Cluster):
                 "its token (token_file=)"
             )
         if target.kind == "slurm":
-            raise UnsupportedOperationError(
-                "a Ray cluster on SLURM is not built yet: use backend='dask' with on='slurm' "
-                "(dask-jobqueue), or start Ray in your own job and connect to its head"
-            )
+            from labkit.clusters.ray_slurm import start_ray_on_slurm
+
+            return start_ray_on_slurm(target.slurm, timeout, release_previous)
         if target.kind == "local" or _on_loopback(target.address):
             _loopback_environment()
         if target.kind == "local":

@@ -116,11 +116,14 @@ def _slurm(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
         raise SlurmError(f"`{' '.join(args[:2])}` did not answer within {timeout:g} s") from exc
 
 
-def check_request(options: SlurmOptions, more: list[str] | None = None) -> None:
+def check_request(
+    options: SlurmOptions, more: list[str] | None = None, *, flags: list[str] | None = None
+) -> None:
     """Ask SLURM whether it would run one job of ``options`` (and ``more`` flags, e.g. an
-    ``--array``); its own message if not."""
+    ``--array``); its own message if not. ``flags``: the job's own request in place of
+    ``options.sbatch_flags()`` (a Ray cluster is one job of several tasks)."""
     require_slurm()
-    flags = options.sbatch_flags() + (more or [])
+    flags = (options.sbatch_flags() if flags is None else flags) + (more or [])
     out = _slurm(["sbatch", "--test-only", *flags, "--wrap", "true"])
     if out.returncode != 0:
         said = " ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
@@ -146,6 +149,13 @@ def job_states(job_ids: list[str], *, strict: bool = False) -> dict[str, JobStat
             job_id, state, reason = parts
             listed[job_id] = JobState(job_id, state, None if reason in ("None", "") else reason)
     return {job_id: listed.get(job_id, JobState(job_id, "ENDED", None)) for job_id in job_ids}
+
+
+def cancel_jobs(job_ids: Iterable[str]) -> None:
+    """``scancel`` the jobs; one that has already ended is no error."""
+    ids = [str(job_id) for job_id in job_ids]
+    if ids:
+        _slurm(["scancel", *ids])
 
 
 def output_tail(folder: Path, job_id: str, lines: int = 15) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 import labkit
-from labkit.errors import ParameterError, SlurmError, UnsupportedOperationError
+from labkit.errors import ParameterError, SlurmError
 from tests.conftest import wait_for
 
 
@@ -60,8 +60,10 @@ def test_slurm_refusals_are_named_before_anything_runs(slurm, monkeypatch, tmp_p
         labkit.connect(backend="dask", on="slurm", queue="debug")
     with pytest.raises(ParameterError, match="add on='slurm'"):
         labkit.connect(backend="dask", jobs=2)
-    with pytest.raises(UnsupportedOperationError, match="Ray cluster on SLURM"):
-        labkit.connect(backend="ray", on="slurm", **_options(tmp_path))
+    with pytest.raises(SlurmError, match="invalid partition specified: nope"):
+        labkit.connect(backend="ray", on="slurm", partition="nope", log_directory=str(tmp_path))
+    with pytest.raises(ParameterError, match="interface='lo' is loopback.*routable"):
+        labkit.connect(backend="ray", on="slurm", **_options(tmp_path))  # Ray nodes join off it
     assert slurm.jobs() == []
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SlurmError, match="SLURM is not available on this machine: sbatch"):

@@ -1,0 +1,122 @@
+"""Ray on SLURM against a real slurmctld and slurmd (``tests/slurmbed.py``).
+
+One job of two 1-CPU tasks fills the 2-CPU node: task 0 is the Ray head, task 1 joins it.
+Ray joins nodes only on a routable address, so the nodes use the interface of this host's
+default route rather than loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from pathlib import Path
+
+import psutil
+import pytest
+
+import labkit
+from labkit.errors import SlurmError, UnsupportedOperationError
+from tests.conftest import wait_for
+
+
+def _route_interface() -> str:
+    """The interface of the default route (Ray's nodes need a routable address)."""
+    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 1 and fields[1] == "00000000":
+            return fields[0]
+    pytest.skip("no default route: Ray joins nodes only on a routable address")
+
+
+def _options(folder: Path, **more) -> dict:
+    return {
+        "cores": 1,
+        "memory": "1GiB",
+        "interface": _route_interface(),
+        "log_directory": str(folder),
+    } | more
+
+
+def _node_dirs(folder: Path, job_id: str) -> list[str]:
+    """The temp dirs of the job's Ray nodes, as its tasks printed them."""
+    output = (folder / f"labkit-ray-{job_id}.out").read_text()
+    return re.findall(r"Ray node at \S+ \((/\S+)\)", output)
+
+
+def _ray_processes(dirs: list[str]) -> list[psutil.Process]:
+    """Processes of the job's Ray nodes, found by their temp dirs."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(d in part for part in proc.info["cmdline"] or () for d in dirs):
+            found.append(proc)
+    return found
+
+
+def _stop(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, tmp_path):
+    cluster = labkit.connect(backend="ray", on="slurm", jobs=2, **_options(tmp_path))
+    job_id = cluster.job_id
+    try:
+        assert labkit.current() is cluster and cluster.address.startswith("ray://")
+        assert [(job.job_id, job.state) for job in cluster.jobs()] == [(job_id, "RUNNING")]
+        assert slurm.jobs() == [job_id]
+        nodes = cluster.workers()
+        assert len(nodes) == 2 and [n["cpus"] for n in nodes] == [1, 1]
+        assert cluster.map(abs, range(-20, 0), progress=False) == list(range(20, 0, -1))
+        token = cluster.folder / "auth_token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        assert {"job_id": job_id, "state": "RUNNING", "reason": None} in cluster.summary()["jobs"]
+
+        cluster.scale(3)  # a join job does not fit on the full node: pending, and says why
+        pending = wait_for(
+            lambda: [j for j in cluster.jobs() if j.state == "PENDING" and j.reason],
+            30,
+            "a join job, pending with a reason",
+        )
+        assert pending[0].reason == "Resources"
+        cluster.scale(2)  # cancels it
+        wait_for(lambda: slurm.jobs() == [job_id], 30, "the join job cancelled")
+        with pytest.raises(UnsupportedOperationError, match=f"SLURM job {job_id}.*cannot shrink"):
+            cluster.scale(1)
+    finally:
+        dirs = _node_dirs(tmp_path, job_id)
+        try:
+            cluster.close()
+            wait_for(lambda: not slurm.jobs(), 60, "every job cancelled")
+            assert len(dirs) == 2
+            wait_for(lambda: not _ray_processes(dirs), 30, "the Ray nodes stopped")
+            assert not [d for d in dirs if os.path.exists(d)]  # each node removed its temp dir
+        finally:
+            _stop(_ray_processes(dirs))
+
+
+def test_a_job_whose_head_never_starts_fails_naming_it_and_its_output(slurm, tmp_path):
+    options = _options(tmp_path, prologue=["echo preparing the node", "sleep 300"])
+    with pytest.raises(SlurmError, match=r"SLURM job \d+ has run 3 s") as err:
+        labkit.connect(backend="ray", on="slurm", jobs=1, startup_timeout=3, **options)
+    assert "its Ray head never answered" in str(err.value)
+    assert "preparing the node" in str(err.value)  # the end of the job's output file
+    wait_for(lambda: not slurm.jobs(), 60, "the job cancelled")
+
+
+def test_the_magic_asks_slurm_for_one_job_of_a_task_per_ray_node(slurm, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "labkit")
+    line = (
+        "%labkit connect --backend ray --on slurm --jobs 2 --cores 1 --memory 1GiB "
+        f"--partition nope --log-directory {tmp_path}"
+    )
+    result = shell.run_cell(line)  # refused by SLURM before anything is submitted
+    message = str(result.error_in_exec)
+    assert "--ntasks=2 --cpus-per-task=1 --mem-per-cpu=1024M" in message
+    assert "invalid partition specified: nope" in message
+    assert slurm.jobs() == []
