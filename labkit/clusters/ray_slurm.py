@@ -280,6 +280,7 @@ class RaySlurmCluster(RayCluster):
             super()._close()
         finally:
             cancel_jobs([self.job_id, *self.join_ids])
+            (self.folder / TOKEN_FILE).unlink(missing_ok=True)  # it opened nothing else
 
 
 # -- the node side: one task of the job ---------------------------------------------------

@@ -62,7 +62,7 @@ def _stop(procs: list[psutil.Process]) -> None:
 
 def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, tmp_path):
     cluster = labkit.connect(backend="ray", on="slurm", jobs=2, **_options(tmp_path))
-    job_id = cluster.job_id
+    job_id, token = cluster.job_id, cluster.folder / "auth_token"
     try:
         assert labkit.current() is cluster and cluster.address.startswith("ray://")
         assert [(job.job_id, job.state) for job in cluster.jobs()] == [(job_id, "RUNNING")]
@@ -70,7 +70,6 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, tmp_pa
         nodes = cluster.workers()
         assert len(nodes) == 2 and [n["cpus"] for n in nodes] == [1, 1]
         assert cluster.map(abs, range(-20, 0), progress=False) == list(range(20, 0, -1))
-        token = cluster.folder / "auth_token"
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
         assert {"job_id": job_id, "state": "RUNNING", "reason": None} in cluster.summary()["jobs"]
 
@@ -93,6 +92,7 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, tmp_pa
             assert len(dirs) == 2
             wait_for(lambda: not _ray_processes(dirs), 30, "the Ray nodes stopped")
             assert not [d for d in dirs if os.path.exists(d)]  # each node removed its temp dir
+            assert not token.exists()
         finally:
             _stop(_ray_processes(dirs))
 
