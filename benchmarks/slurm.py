@@ -4,8 +4,9 @@
   workers are connected (median over turns); beside it dask-jobqueue's own ``SLURMCluster`` +
   ``scale(jobs=2)`` + ``wait_for_workers(2)`` with the same options (the raw tool);
 - ``slurm_ray_ready_s``: ``labkit.connect(backend="ray", on="slurm", jobs=2)`` until both Ray
-  nodes have joined (one job: the head, then a node joining it; on the interface of the
-  default route, as Ray joins nodes only on a routable address), median over turns (report);
+  nodes have joined (one job: the head, then a node joining it; on a test-bed address of this
+  host, ``tests.netbed.routable_address``, as Ray joins nodes only on a routable address),
+  median over turns (report);
 - ``slurm_submit_overhead_s``: median seconds from ``sbatch`` to a trivial job starting on the
   idle node (the job writes the time it began);
 - ``slurm_batch_speedup``: 8 runs of a small bundle one after another with
@@ -46,25 +47,17 @@ def labkit_ready(folder: Path) -> float:
     return seconds
 
 
-def ray_ready(folder: Path) -> float:
+def ray_ready(folder: Path, interface: str) -> float:
     import labkit
 
     started = time.perf_counter()
+    options = OPTIONS | {"interface": interface}
     cluster = labkit.connect(
-        backend="ray", on="slurm", jobs=2, log_directory=str(folder), **ray_options()
+        backend="ray", on="slurm", jobs=2, log_directory=str(folder), **options
     )
     seconds = time.perf_counter() - started
     cluster.close()
     return seconds
-
-
-def ray_options() -> dict:
-    """``OPTIONS`` on the interface of the default route: Ray refuses loopback for nodes."""
-    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 1 and fields[1] == "00000000":
-            return OPTIONS | {"interface": fields[0]}
-    raise SystemExit("no default route: Ray on SLURM needs a routable interface")
 
 
 def raw_ready(folder: Path) -> float:
@@ -148,13 +141,18 @@ def wait_idle(bed) -> None:
 
 
 def main() -> None:
+    from tests.netbed import routable_address
     from tests.slurmbed import slurm_bed
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 turns instead of 5")
     args = parser.parse_args()
     turns = 2 if args.quick else 5
-    with slurm_bed() as bed, tempfile.TemporaryDirectory() as scratch:
+    with (
+        slurm_bed() as bed,
+        routable_address() as (interface, _),
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         os.environ["SLURM_CONF"] = str(bed.conf)
         folder = Path(scratch)
         ours, raw, submit, ray = [], [], [], []
@@ -163,7 +161,7 @@ def main() -> None:
             wait_idle(bed)
             raw.append(raw_ready(folder))
             wait_idle(bed)
-            ray.append(ray_ready(folder))
+            ray.append(ray_ready(folder, interface))
             wait_idle(bed)
             submit.append(submit_overhead(bed, folder))
         sequential_s, array_s = batch_times(bed, folder, 1 if args.quick else 3)

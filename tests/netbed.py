@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,25 @@ class NetBed:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+@contextlib.contextmanager
+def routable_address(
+    address: str = "198.19.254.1", name: str = "lkhost0"
+) -> Iterator[tuple[str, str]]:
+    """A test-bed address of this host's own stack, for a service that refuses loopback but
+    whose nodes all run here (Ray joins nodes only on a routable address): a veth pair whose
+    end ``name`` holds ``address``/32. Yields (interface, address); the pair is deleted on the
+    way out, also when the block fails. Needs root."""
+    peer = f"{name}p"
+    _ip("link", "add", name, "type", "veth", "peer", "name", peer)
+    try:
+        _ip("addr", "add", f"{address}/32", "dev", name)
+        _ip("link", "set", name, "up")
+        _ip("link", "set", peer, "up")
+        yield name, address
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
 def main() -> None:

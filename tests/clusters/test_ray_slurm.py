@@ -1,8 +1,8 @@
 """Ray on SLURM against a real slurmctld and slurmd (``tests/slurmbed.py``).
 
 One job of two 1-CPU tasks fills the 2-CPU node: task 0 is the Ray head, task 1 joins it.
-Ray joins nodes only on a routable address, so the nodes use the interface of this host's
-default route rather than loopback.
+Ray joins nodes only on a routable address, so the nodes use a test-bed address of this host
+(``tests.netbed.routable_address``, in 198.18.0.0/15) rather than loopback.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,20 +23,22 @@ from labkit.errors import SlurmError, UnsupportedOperationError
 from tests.conftest import wait_for
 
 
-def _route_interface() -> str:
-    """The interface of the default route (Ray's nodes need a routable address)."""
-    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 1 and fields[1] == "00000000":
-            return fields[0]
-    pytest.skip("no default route: Ray joins nodes only on a routable address")
+@pytest.fixture(scope="module")
+def interface() -> Iterator[str]:
+    """An interface of this host with a test-bed address (Ray refuses loopback for nodes)."""
+    from tests.netbed import routable_address
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a test-bed address needs root and iproute2")
+    with routable_address() as (name, _):
+        yield name
 
 
-def _options(folder: Path, **more) -> dict:
+def _options(folder: Path, interface: str, **more) -> dict:
     return {
         "cores": 1,
         "memory": "1GiB",
-        "interface": _route_interface(),
+        "interface": interface,
         "log_directory": str(folder),
     } | more
 
@@ -60,8 +64,8 @@ def _stop(procs: list[psutil.Process]) -> None:
             proc.kill()
 
 
-def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, tmp_path):
-    cluster = labkit.connect(backend="ray", on="slurm", jobs=2, **_options(tmp_path))
+def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, interface, tmp_path):
+    cluster = labkit.connect(backend="ray", on="slurm", jobs=2, **_options(tmp_path, interface))
     job_id, token = cluster.job_id, cluster.folder / "auth_token"
     try:
         assert labkit.current() is cluster and cluster.address.startswith("ray://")
@@ -97,8 +101,8 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, tmp_pa
             _stop(_ray_processes(dirs))
 
 
-def test_a_job_whose_head_never_starts_fails_naming_it_and_its_output(slurm, tmp_path):
-    options = _options(tmp_path, prologue=["echo preparing the node", "sleep 300"])
+def test_a_job_whose_head_never_starts_fails_naming_it_and_its_output(slurm, interface, tmp_path):
+    options = _options(tmp_path, interface, prologue=["echo preparing the node", "sleep 300"])
     with pytest.raises(SlurmError, match=r"SLURM job \d+ has run 3 s") as err:
         labkit.connect(backend="ray", on="slurm", jobs=1, startup_timeout=3, **options)
     assert "its Ray head never answered" in str(err.value)
