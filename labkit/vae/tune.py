@@ -315,8 +315,10 @@ class _Sweep:
         return ASHAScheduler(
             time_attr="epoch",
             max_t=self.max_epochs,
-            grace_period=max(1, self.max_epochs // 4),  # earlier rungs rank on noise
-            reduction_factor=3,
+            # rungs at 1/8 and 1/2 of max_epochs: measured on the tune benchmark's 16-trial grid,
+            # the same best trial as a grace of 1/4 with reduction 3, in 122 epochs, not 204
+            grace_period=max(1, self.max_epochs // 8),
+            reduction_factor=4,
         )
 
     def _result(self, grid, folder: Path, tracking: SweepTracking, stopped: bool) -> TuneResult:
