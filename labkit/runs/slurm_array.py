@@ -123,7 +123,13 @@ def submit_array(
         "retries": retries,
         "profile": profile,
         "options": asdict(options),
-        "mlflow": {"uri": tracker.uri, "parent": tracking.parent_id} if tracker else None,
+        "mlflow": {
+            "uri": tracker.uri,
+            "parent": tracking.parent_id,
+            "reference": tracking.reference(tracking.parent),  # results.json's, kept here
+        }
+        if tracker
+        else None,
         "tasks": tasks,
         "rounds": [],
     }
@@ -211,7 +217,7 @@ class ArrayWatch:
     ):
         self.dir = batch_dir
         self.state = state if state is not None else read_state(batch_dir)
-        self.tracking = tracking if tracking is not None else self._reopen_tracking()
+        self._tracking = tracking  # opened when a run is to be logged (mlflow is slow to import)
         tasks = self.state["tasks"]
         self.limit = [self.state["retries"] + 1] * len(tasks)  # attempts each run may have
         self.queue: dict[int, JobState] = {}  # unfinished runs as squeue last saw them
@@ -226,6 +232,12 @@ class ArrayWatch:
         ]
         for round_ in self.state["rounds"]:
             self._submitted(round_)
+
+    @property
+    def tracking(self) -> RunTracking:
+        if self._tracking is None:
+            self._tracking = self._reopen_tracking()
+        return self._tracking
 
     def _reopen_tracking(self) -> RunTracking:
         bundle = Bundle(Path(self.state["bundle"]), {"name": self.state["name"]})
@@ -445,7 +457,7 @@ class ArrayWatch:
             "cluster": asdict(BatchCluster("slurm", None)),
             "grid": self.state["grid"],
             "retries": self.state["retries"],
-            "mlflow": self.tracking.reference(self.tracking.parent),
+            "mlflow": (self.state.get("mlflow") or {}).get("reference"),
             "slurm": {
                 "profile": self.state["profile"],
                 "jobs": [round_["job_id"] for round_ in self.state["rounds"]],
