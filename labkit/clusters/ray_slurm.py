@@ -44,6 +44,7 @@ from typing import Any
 
 from labkit.clusters.address import Target, on_loopback
 from labkit.clusters.credentials import Credentials
+from labkit.clusters.ports import free_ports
 from labkit.clusters.ray import RayCluster
 from labkit.clusters.slurm import (
     JobState,
@@ -58,7 +59,6 @@ from labkit.errors import ParameterError, SlurmError, UnsupportedOperationError
 POLL_S = 0.5
 HEAD_FILE = "head.json"
 TOKEN_FILE = "auth_token"
-WORKER_PORTS = range(10002, 20000)  # Ray's default worker port range: our ports avoid it
 START_ATTEMPTS = 2  # a busy node can miss Ray's fixed 30 s for a raylet to register
 STOP_GRACE_S = 1.0  # SLURM's KillWait is often 5-30 s: stop the Ray node well inside it
 # Ray rejects object stores under 75 MiB; a node keeps 30% of its memory for objects
@@ -316,24 +316,6 @@ def node_address(interface: str | None) -> str:
         return probe.getsockname()[0]
 
 
-def free_ports(host: str, n: int) -> list[int]:
-    """``n`` ports free on ``host`` now, outside Ray's worker port range."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            sock = socket.socket()
-            sock.bind((host, 0))
-            held.append(sock)
-            port = sock.getsockname()[1]
-            if port not in WORKER_PORTS:
-                ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
-
-
 def node_temp_dir(job_id: str, task: str) -> str:
     """A fresh ``/tmp/labkit-ray-JOBID-TASK-XXXXXXXX`` (or under a short ``$TMPDIR``): Ray's
     socket paths under it must stay within 107 bytes. Job ids repeat across SLURM
@@ -418,7 +400,7 @@ def _start_node(
         command += ["--head", "--dashboard-host", ip]
     else:
         command += ["--address", gcs]
-    ports = dict(zip(names, free_ports(ip, len(names)), strict=True))
+    ports = dict(zip(names, free_ports(len(names), ip), strict=True))
     for name, port in ports.items():
         command += [name, str(port)]
     addresses = {}

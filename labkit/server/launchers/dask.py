@@ -9,10 +9,11 @@ from pathlib import Path
 from labkit.clusters.address import split_host_port
 from labkit.clusters.certificates import TlsFiles, make_certificates
 from labkit.clusters.credentials import NONE, Credentials
+from labkit.clusters.ports import free_ports
 from labkit.log import logger
 from labkit.server.launchers.base import Launcher
 from labkit.server.probes import Health
-from labkit.server.processes import ManagedProcess, executable, free_ports
+from labkit.server.processes import ManagedProcess, executable
 
 
 class DaskLauncher(Launcher):

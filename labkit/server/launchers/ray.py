@@ -14,12 +14,13 @@ import shutil
 from pathlib import Path
 
 from labkit.clusters.credentials import NONE, Credentials
+from labkit.clusters.ports import free_ports
 from labkit.clusters.ray import new_ray_temp_dir
 from labkit.clusters.ray_auth import default_token_path, find_token
 from labkit.log import logger
 from labkit.server.launchers.base import Launcher
 from labkit.server.probes import Health
-from labkit.server.processes import ManagedProcess, executable, free_ports
+from labkit.server.processes import ManagedProcess, executable
 
 
 class RayLauncher(Launcher):
