@@ -89,26 +89,28 @@ def measure_per_run(bundle: Path, source: Path, work: Path, repeats: int) -> dic
     return {name: statistics.mean(values) for name, values in timings.items()}
 
 
+def run_sequentially(bundle, seeds: list[int], out: Path, cwd: Path, tag: str) -> None:
+    """The raw tool's way: ``papermill.execute_notebook`` once per seed, one after another."""
+    import papermill
+
+    for seed in seeds:
+        papermill.execute_notebook(
+            str(bundle.notebook_path),
+            str(out / f"seq-{tag}-{seed}.ipynb"),
+            parameters={"seed": seed},
+            cwd=str(cwd),
+            progress_bar=False,
+        )
+
+
 def measure_batch(
     bundle: Path, source: Path, work: Path, backend: str, repeats: int
 ) -> dict[str, float]:
-    import papermill
-
     import labkit
     from labkit.runs import batch, load_bundle
 
     loaded = load_bundle(bundle)
     seeds = list(range(N_BATCH))
-
-    def sequential(tag: str) -> None:
-        for seed in seeds:
-            papermill.execute_notebook(
-                str(loaded.notebook_path),
-                str(work / f"seq-{tag}-{seed}.ipynb"),
-                parameters={"seed": seed},
-                cwd=str(source.parent),
-                progress_bar=False,
-            )
 
     labkit.connect(backend=backend, workers=2)
     try:
@@ -117,7 +119,7 @@ def measure_batch(
         timings: dict[str, list[float]] = {"sequential": [], "batch": []}
         for r in range(repeats):
             start = time.perf_counter()
-            sequential(str(r))
+            run_sequentially(loaded, seeds, work, source.parent, str(r))
             timings["sequential"].append(time.perf_counter() - start)
             start = time.perf_counter()
             result = batch(loaded, {"seed": seeds}, out=work / f"batch-{r}", progress=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from batch import N_BATCH, write_notebook  # noqa: E402
+from batch import N_BATCH, run_sequentially, write_notebook  # noqa: E402
 from report import print_table, write_results  # noqa: E402
 
 OPTIONS = {"cores": 1, "memory": "1GiB", "interface": "lo"}
@@ -98,8 +98,6 @@ def submit_overhead(bed, folder: Path) -> float:
 
 def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
     """Median seconds of ``N_BATCH`` runs: sequential papermill, and one labkit job array."""
-    import papermill
-
     from labkit.runs import batch, freeze, load_bundle
 
     source = write_notebook(folder / "project" / "analysis.ipynb")
@@ -107,14 +105,7 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
     seeds = list(range(N_BATCH))
 
     def sequential(tag: str) -> None:
-        for seed in seeds:
-            papermill.execute_notebook(
-                str(bundle.notebook_path),
-                str(folder / f"seq-{tag}-{seed}.ipynb"),
-                parameters={"seed": seed},
-                cwd=str(source.parent),
-                progress_bar=False,
-            )
+        run_sequentially(bundle, seeds, folder, source.parent, tag)
 
     def array(tag: str, values: list[int]) -> None:
         out = folder / f"array-{tag}"
