@@ -75,6 +75,7 @@ def map_(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         results = cluster.map(fn, range(args.count), progress=False)
         seconds.append(time.perf_counter() - started)
+        finished_at = time.time()
         if args.raw:
             raw_seconds.append(_raw_ray(args.count, args.slow))
     return {
@@ -83,6 +84,7 @@ def map_(args: argparse.Namespace) -> dict:
         "ran_on": sorted({r[1] for r in results}),
         "n": len(results),
         "seconds": seconds[0],
+        "finished_at": finished_at,  # wall clock, comparable across the bed's hosts
         "best_s": min(seconds),
         "raw_best_s": min(raw_seconds) if raw_seconds else None,
     }
