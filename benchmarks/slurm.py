@@ -86,7 +86,8 @@ def raw_ready(folder: Path) -> float:
 def submit_overhead(bed, folder: Path) -> float:
     stamp = folder / f"began-{time.monotonic_ns()}"
     started = time.time()
-    out = bed.run("sbatch", "--cpus-per-task=1", "--mem=50M", "--wrap", f"date +%s.%N > {stamp}")
+    flags = ["--cpus-per-task=1", "--mem=50M", f"--output={folder / 'overhead-%j.out'}"]
+    out = bed.run("sbatch", *flags, "--wrap", f"date +%s.%N > {stamp}")
     assert out.returncode == 0, out.stderr
     while not stamp.exists() or not stamp.read_text().strip():
         time.sleep(0.05)
