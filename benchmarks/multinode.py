@@ -18,7 +18,6 @@ Metrics (keys fixed by the issue):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,7 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 from report import print_table, write_results  # noqa: E402
 
-from tests.multihost import CLIENT, dask_cluster, namespace_bed, ray_cluster  # noqa: E402
+from tests.multihost import (  # noqa: E402
+    CLIENT,
+    dask_cluster,
+    last_json,
+    namespace_bed,
+    ray_cluster,
+)
 
 DASK_TURNS = 4  # alternating TLS/TCP client runs, each the best of 3 maps
 
@@ -48,7 +53,7 @@ def fault_recovery(bed, n: int = 120, slow: float = 0.05) -> dict:
     lost = time.time()  # wall clock: the map's end is stamped by the client on its host
     node2.kill(worker)
     client.wait(300)
-    figures = json.loads(log.read_text().strip().splitlines()[-1])
+    figures = last_json(log)
     if not (figures["ordered"] and figures["n"] == n):
         raise SystemExit(f"the map lost items: {figures}")
     return {

@@ -39,6 +39,15 @@ RAY_NODE_PORTS = {
 }
 
 
+def last_json(log: Path) -> dict:
+    """The JSON line a client started on a host printed last, from its log (stdout and stderr
+    together: Ray's forwarded worker output may come after it)."""
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    if not lines:
+        raise AssertionError(f"no JSON line in {log}:\n{log.read_text()[-3000:]}")
+    return json.loads(lines[-1])
+
+
 @dataclass
 class Bed:
     net: NetBed
@@ -143,11 +152,11 @@ class Bed:
 
     def start_ray_cluster(self) -> None:
         """A Ray head on ``head``, then a node on each of ``node1``/``node2``, token auth on."""
-        self._start_ray_node_until_joined("head", 1)
+        self.start_ray_node_until_joined("head", 1)
         for joined, host in enumerate(NODES, start=2):  # one at a time: 2 cores for them all
-            self._start_ray_node_until_joined(host, joined)
+            self.start_ray_node_until_joined(host, joined)
 
-    def _start_ray_node_until_joined(self, host: str, nodes: int) -> None:
+    def start_ray_node_until_joined(self, host: str, nodes: int) -> None:
         """Start the Ray node of ``host``; started again where the cluster does not reach
         ``nodes`` nodes: on a busy machine a raylet gives up waiting for its dashboard agent
         to write its port file (fixed ports or not) and aborts, and ``ray start --block``

@@ -112,7 +112,7 @@ def train(args: argparse.Namespace) -> dict:
     from labkit.vae import TrainConfig
     from labkit.vae import train as train_vae
 
-    _connect(args)
+    cluster = _connect(args)  # the cluster itself: "ray" would mean a new local one
     spectra = preprocess(
         mock_survey(args.count or 256, anomaly_fraction=0.0, seed=3),
         grid=rest_grid(900.0, 9800.0, 2e-3),
@@ -127,7 +127,7 @@ def train(args: argparse.Namespace) -> dict:
         result = train_vae(
             spectra,
             config,
-            "ray",
+            cluster,
             checkpoint_dir=folder,
             progress=False,
             callback=functools.partial(_epoch_done, show_workers=args.show_workers),
