@@ -362,6 +362,13 @@ def test_a_lost_ray_head_is_an_error_naming_it_within_the_timeout(ray_multinode)
 
 
 # -- a sidebar cluster that takes nodes from other hosts ------------------------------------
+def _described(path: Path, workers: int, status: str = "running") -> dict | None:
+    """The sidebar server's record of its cluster (``multinode_server`` writes it) once it
+    shows ``status`` and ``workers``; None before."""
+    found = json.loads(path.read_text()) if path.exists() else {}
+    return found if found.get("status") == status and found.get("workers") == workers else None
+
+
 def test_a_sidebar_dask_cluster_off_loopback_takes_nodes_only_over_mutual_tls(bed):
     """``ClusterManager.bind_host`` set to the head's address: the cluster starts with mutual
     TLS on its own certificates, its record shows the command a node runs to join, a node
@@ -374,18 +381,13 @@ def test_a_sidebar_dask_cluster_off_loopback_takes_nodes_only_over_mutual_tls(be
     )
     joined = None
     try:
-
-        def record(status: str = "running", workers: int = 1):
-            found = json.loads(described.read_text()) if described.exists() else {}
-            return found if found.get("status") == status and found["workers"] == workers else None
-
-        cluster = wait_for(record, 120, "the sidebar's cluster on the head")
+        cluster = wait_for(lambda: _described(described, 1), 120, "the sidebar's cluster")
         assert cluster["address"].startswith(f"tls://{head.address}:")
         [program, *rest] = shlex.split(cluster["join"])
         assert program == "dask" and rest[:2] == ["worker", cluster["address"]]
         assert "--tls-cert" in rest and "--tls-key" in rest
         joined = node1.start([str(BIN / program), *rest], bed.work / "joined-worker.log")
-        wait_for(lambda: record(workers=2), 120, "the node that ran the join command")
+        wait_for(lambda: _described(described, 2), 120, "the node that ran the join command")
 
         files = cluster["tls"]
         env = bed.env(None)
@@ -419,12 +421,7 @@ def test_a_sidebar_ray_cluster_off_loopback_takes_nodes_only_with_its_token(bed)
     )
     joined = None
     try:
-
-        def record(status: str = "running", nodes: int = 1):
-            found = json.loads(described.read_text()) if described.exists() else {}
-            return found if found.get("status") == status and found["workers"] == nodes else None
-
-        cluster = wait_for(record, 240, "the sidebar's Ray head")
+        cluster = wait_for(lambda: _described(described, 1), 240, "the sidebar's Ray head")
         assert cluster["address"].startswith(f"{head.address}:")
         [*assignments, program, start, flag, address] = shlex.split(cluster["join"])
         assert (program, start, flag, address) == ("ray", "start", "--address", cluster["address"])
@@ -435,7 +432,7 @@ def test_a_sidebar_ray_cluster_off_loopback_takes_nodes_only_with_its_token(bed)
         args = [str(BIN / program), start, flag, address, "--block", "--num-cpus", "1"]
         args += ["--temp-dir", bed.ray_temp_dirs[-1], "--disable-usage-stats"]
         joined = node1.start(args, bed.work / "joined-ray-node.log", node_env)
-        wait_for(lambda: record(nodes=2), 240, "the node that ran the join command")
+        wait_for(lambda: _described(described, 2), 240, "the node that ran the join command")
 
         token = ["--token-file", token_file]
         figures = bed.client("head", ["map", cluster["address"], "50", *token], bed.env(None))
