@@ -71,6 +71,9 @@ class Bed:
         """A notebook process's environment: the Dask TLS files ``tls`` in Dask's own
         configuration variables (or none), the Ray token's path or none (an empty home)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "DASK_"))}
+        # a local Ray cluster started earlier in this process set Ray's single-node loopback
+        # mode here ("0" refuses to join nodes); the bed's hosts are separate machines
+        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         env.update(HOME=str(self.work / "home"), PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
         if tls is not None:
             files = self.certs[tls]
@@ -130,7 +133,6 @@ class Bed:
 
         env = self.env(tls=None, token=True)
         env["RAY_AUTH_MODE"] = "token"
-        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" refuses to join nodes
         # a busy 2-core machine starts slowly: the raylet waits for its agent's port file
         # (agent_register_timeout_ms) and `ray start` for the raylet, and each aborts after
         env["RAY_raylet_start_wait_time_s"] = "300"
