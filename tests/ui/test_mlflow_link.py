@@ -6,18 +6,19 @@ from __future__ import annotations
 import pytest
 
 from labkit.runs import freeze, run
-from tests.conftest import wait_for
 from tests.runs.conftest import write_notebook
-from tests.server.test_mlflow_ui import _ui_processes
+from tests.server.test_mlflow_ui import stop_ui
 from tests.ui.sidebar import PANEL, open_panel
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
+    """The tracking store; its MLflow UI is stopped after JupyterLab (see local_store)."""
     db = tmp_path / "tracking" / "mlflow.db"
     db.parent.mkdir()
     monkeypatch.setenv("LABKIT_TRACKING_URI", f"sqlite:///{db}")
-    return db
+    yield db
+    stop_ui(db)
 
 
 def test_a_run_links_to_its_page_in_the_mlflow_ui(store, lab, browser_page, tmp_path):
@@ -45,8 +46,3 @@ def test_a_run_links_to_its_page_in_the_mlflow_ui(store, lab, browser_page, tmp_
     except Exception:
         page.screenshot(path=str(tmp_path / "failure.png"))
         raise
-    finally:
-        for proc in _ui_processes(store):  # the UI the proxy started, by its PID
-            proc.terminate()
-            proc.wait(30)
-    wait_for(lambda: not _ui_processes(store), 30, "the MLflow UI to stop")
