@@ -138,9 +138,13 @@ def ray_token_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
-    """A token-protected Ray head on loopback, as `ray start --head` runs one."""
+    """A token-protected Ray head on loopback, as `ray start --head` runs one; one per test
+    module (about 10 s each). A head shared by the whole session went bad in a CI run after
+    some 17 minutes of other modules' drivers, clients and Ray Train runs: later Ray Client
+    servers died at start and drivers could not attach; a fresh head per module keeps one
+    module's leftovers from failing another's tests."""
     with running_ray_head(tmp_path_factory.mktemp("ray-head"), ray_token_file) as head:
         yield head
 
