@@ -406,7 +406,8 @@ class ClusterManager(LoggingConfigurable):
             return record.phase, None, None
         if record.managed:
             assert record.launcher is not None
-            failure = record.launcher.failure()
+            # off the event loop: a batch system's launcher asks squeue, which may be slow
+            failure = await asyncio.to_thread(record.launcher.failure)
             if failure:
                 return "error", failure, None
         health = await self._probe(record)
@@ -423,7 +424,9 @@ class ClusterManager(LoggingConfigurable):
             record.phase = "running"
             return "running", None, health
         # time a batch system keeps workers in its queue is no failure
-        if settling and (waited < self.startup_timeout or record.launcher.queued()):
+        if settling and waited < self.startup_timeout:
+            return record.phase, None, health
+        if settling and await asyncio.to_thread(record.launcher.queued):
             return record.phase, None, health
         return "error", health.error, health
 
