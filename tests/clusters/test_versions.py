@@ -60,7 +60,9 @@ def test_a_minor_drift_is_one_warning(dask_scheduler, monkeypatch):
     monkeypatch.setattr(versions, "client_versions", lambda: {**real, "labkit": "0.0.1"})
     with pytest.warns(UserWarning, match="minor versions: labkit") as caught:
         cluster = labkit.connect(dask_scheduler.address)
-    assert len(caught) == 1 and not cluster.closed
+    # other libraries may warn during connect too; the drift itself is said once
+    drift = [w for w in caught if "minor versions" in str(w.message)]
+    assert len(drift) == 1 and not cluster.closed
 
 
 def test_ray_nodes_report_their_versions(ray_head):
