@@ -35,12 +35,19 @@ export interface ICluster {
   jobs?: IJobState[] | null;
 }
 
-/** One SLURM job as squeue reports it; ENDED once squeue no longer lists it. */
+/** One SLURM job as squeue reports it; ENDED once it has ended. */
 export interface IJobState {
   job_id: string;
   state: string;
-  /** why it is pending: Resources, Priority, ... */
+  /** why it is pending (Resources, Priority, ...) or ended (TimeLimit, NonZeroExitCode) */
   reason: string | null;
+  /** SLURM's final state once ENDED (COMPLETED, CANCELLED, FAILED, TIMEOUT, ...), while
+   * SLURM remembers the job */
+  ended_as?: string | null;
+  /** a running job's seconds to its walltime, when the poll was answered */
+  time_left_s?: number | null;
+  /** its walltime in seconds; null: unlimited */
+  time_limit_s?: number | null;
 }
 
 /** A backend the server starts clusters of, as `GET /labkit/api/backends` names it. */

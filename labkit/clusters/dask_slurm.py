@@ -83,23 +83,27 @@ def start_dask_on_slurm(options: SlurmOptions, timeout: float) -> SlurmDaskClust
 
 
 class StartupWatch:
-    """Whether a SLURM cluster's start has gone wrong: a job ended before its worker
-    connected, or has run ``startup_timeout`` seconds while fewer workers than running jobs
-    connected. Time a job spends pending in the queue does not count."""
+    """Whether a SLURM cluster has gone wrong: a job ended (before its worker connected, or
+    later: cancelled, at its walltime...), or has run ``startup_timeout`` seconds while fewer
+    workers than running jobs connected. Time a job spends pending in the queue does not
+    count."""
 
     def __init__(self, startup_timeout: float, address: str):
         self.startup_timeout = startup_timeout
         self.address = address
         self.running_since: dict[str, float] = {}
+        self.connected_once = False
 
     def problem(self, states: list[JobState], connected: int) -> tuple[JobState, str] | None:
         """The job at fault and what it did, or None while all is well."""
         now = time.monotonic()
+        self.connected_once = self.connected_once or connected > 0
         for state in states:
             if state.state == "RUNNING":
                 self.running_since.setdefault(state.job_id, now)
             if state.state == "ENDED":
-                return state, "ended before its worker connected"
+                before = "" if self.connected_once else " before its worker connected"
+                return state, f"{state.ending()}{before}"
         running = [s for s in states if s.job_id in self.running_since]
         if connected >= len(running):
             return None

@@ -14,14 +14,42 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from labkit.checks import whole
 from labkit.errors import ParameterError, SlurmError
 
-SQUEUE_FORMAT = "%i|%T|%r"
+# id, state, reason, time left, time limit; with ``--states=all`` it lists jobs that ended
+# too, for ``MinJobAge`` seconds (300 by default), with their final state
+SQUEUE_FORMAT = "%i|%T|%r|%L|%l"
+# the states of a job that has ended (``squeue --states=all`` shows them until it forgets it)
+FINAL_STATES = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "SPECIAL_EXIT",
+    "TIMEOUT",
+}
+# how a job ended, in words (SLURM's final state -> what happened)
+ENDINGS = {
+    "COMPLETED": "completed",
+    "CANCELLED": "was cancelled",
+    "FAILED": "failed",
+    "TIMEOUT": "hit its walltime",
+    "DEADLINE": "hit its deadline",
+    "NODE_FAIL": "lost its node",
+    "BOOT_FAIL": "could not boot its node",
+    "OUT_OF_MEMORY": "ran out of memory",
+    "PREEMPTED": "was preempted",
+}
 PROFILES_ENV = "LABKIT_SLURM_PROFILES"
 
 
@@ -89,14 +117,26 @@ class SlurmOptions:
 
 @dataclass(frozen=True)
 class JobState:
-    """One job as ``squeue`` reports it; ``state`` ENDED once it no longer lists the job."""
+    """One job as ``squeue`` reports it; ``state`` ENDED once it has ended (``ended_as``:
+    SLURM's final state while SLURM still remembers the job, else None)."""
 
     job_id: str
     state: str  # PENDING, RUNNING, COMPLETING, ... or ENDED
-    reason: str | None  # why it is pending (Resources, Priority, PartitionConfig...)
+    reason: str | None  # why it is pending (Resources, Priority...) or ended (TimeLimit...)
+    ended_as: str | None = None  # COMPLETED, CANCELLED, FAILED, TIMEOUT, ... once ENDED
+    time_left_s: int | None = None  # a running job's seconds to its walltime
+    time_limit_s: int | None = None  # its walltime in seconds; None: unlimited
 
     def to_json(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "state": self.state, "reason": self.reason}
+        return asdict(self)
+
+    def ending(self) -> str:
+        """How an ENDED job ended, in words: "hit its walltime (TIMEOUT)"."""
+        if self.ended_as is None:
+            return "ended"
+        words = ENDINGS.get(self.ended_as, "ended")
+        why = f", {self.reason}" if self.reason and self.ended_as == "FAILED" else ""
+        return f"{words} ({self.ended_as}{why})"
 
 
 def require_slurm() -> None:
@@ -130,24 +170,50 @@ def check_request(
         raise SlurmError(f"SLURM refused the request {' '.join(flags)}: {said}")
 
 
+def duration_s(text: str) -> int | None:
+    """Seconds of a SLURM duration ("45", "5:00", "1:02:03", "2-00:00:00"); None for
+    UNLIMITED, NOT_SET, INVALID and the like."""
+    days, _, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if not all(part.isdigit() for part in parts) or len(parts) > 3 or (days and not days.isdigit()):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return seconds + int(days or 0) * 86400
+
+
+def parse_job_line(line: str) -> JobState | None:
+    """One line of ``squeue --format=SQUEUE_FORMAT``; None when it is not one."""
+    parts = line.strip().split("|")
+    if len(parts) != 5:
+        return None
+    job_id, state, reason, left, limit = parts
+    said = None if reason in ("None", "") else reason
+    if state in FINAL_STATES:
+        # a pending job's last reason (Priority...) says nothing about how it ended
+        said = said if state in ("FAILED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL") else None
+        return JobState(job_id, "ENDED", said, ended_as=state, time_limit_s=duration_s(limit))
+    time_left = duration_s(left) if state == "RUNNING" else None
+    return JobState(job_id, state, said, time_left_s=time_left, time_limit_s=duration_s(limit))
+
+
 def job_states(job_ids: list[str], *, strict: bool = False) -> dict[str, JobState]:
-    """The state of each job or array task (``JOB_TASK``), from ``squeue``; jobs it no
-    longer lists have ENDED. ``strict``: a SlurmError when ``squeue`` itself fails (a
-    controller restarting), rather than every job read as ENDED."""
+    """The state of each job or array task (``JOB_TASK``), from ``squeue``; a job that
+    ended is ENDED, with SLURM's final state while SLURM remembers it. ``strict``: a
+    SlurmError when ``squeue`` itself fails (a controller restarting), rather than every
+    job read as ENDED."""
     if not job_ids:
         return {}
     out = _slurm(
-        ["squeue", "--array", "--noheader", f"--format={SQUEUE_FORMAT}"]
+        ["squeue", "--array", "--states=all", "--noheader", f"--format={SQUEUE_FORMAT}"]
         + [f"--jobs={','.join(job_ids)}"]
     )
     if strict and out.returncode != 0 and "Invalid job id" not in out.stderr:
         raise SlurmError(f"squeue failed: {out.stderr.strip() or out.returncode}")
-    listed: dict[str, JobState] = {}
-    for line in out.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 3:
-            job_id, state, reason = parts
-            listed[job_id] = JobState(job_id, state, None if reason in ("None", "") else reason)
+    listed = {
+        state.job_id: state for state in map(parse_job_line, out.stdout.splitlines()) if state
+    }
     return {job_id: listed.get(job_id, JobState(job_id, "ENDED", None)) for job_id in job_ids}
 
 

@@ -82,6 +82,7 @@ class ClusterRecord:
     requested: int | None = None
     since: float = field(default_factory=time.monotonic)
     kernel_pid: int | None = None
+    failure: str | None = None  # why a managed cluster broke, as its launcher first said it
 
     @property
     def managed(self) -> bool:
@@ -296,6 +297,7 @@ class ClusterManager(LoggingConfigurable):
             raise UnsupportedOperationError(f"cluster {record.name!r} is {record.phase}; try again")
         assert record.launcher is not None
         record.busy, record.phase, record.requested = True, "scaling", workers
+        record.failure = None  # a scale starts what was lost again: judge it afresh
         try:
             await self._in_process_thread(record.launcher.scale, workers)
         finally:
@@ -406,10 +408,11 @@ class ClusterManager(LoggingConfigurable):
             return record.phase, None, None
         if record.managed:
             assert record.launcher is not None
-            # off the event loop: a batch system's launcher asks squeue, which may be slow
-            failure = await asyncio.to_thread(record.launcher.failure)
-            if failure:
-                return "error", failure, None
+            # Kept once said: what a batch system tells of an ended job (cancelled, at its
+            # walltime) it forgets a while later. Off the event loop: squeue may be slow.
+            record.failure = record.failure or await asyncio.to_thread(record.launcher.failure)
+            if record.failure:
+                return "error", record.failure, None
         health = await self._probe(record)
         if not record.managed:
             if health.reachable:

@@ -120,6 +120,22 @@ def test_a_broken_process_is_an_error_with_its_reason(manager):
     assert described.status == "error" and "boom" in described.error
 
 
+def test_an_error_is_kept_once_said_until_a_scale_starts_afresh(manager):
+    """A batch system forgets how a job ended a while later; the card keeps the reason."""
+    run(manager.start_cluster("toy", workers=1))
+    launcher = launcher_of(manager, "toy-1")
+    launcher.broken = "SLURM job 7 hit its walltime (TIMEOUT)"
+    assert run(manager.get_cluster("toy-1")).error == launcher.broken
+    launcher.broken = None  # squeue no longer remembers the job
+    described = run(manager.get_cluster("toy-1"))
+    assert (described.status, described.error) == (
+        "error",
+        "SLURM job 7 hit its walltime (TIMEOUT)",
+    )
+    REPORTS[launcher.address] = Health(True, workers=2)
+    assert run(manager.scale_cluster("toy-1", 2)).status == "running"
+
+
 def test_a_cluster_that_never_answers_is_an_error_after_the_startup_timeout(manager):
     manager.startup_timeout = 0.0
     run(manager.start_cluster("toy", workers=1))

@@ -111,3 +111,31 @@ async def test_slurm_refusals_name_the_cause_and_submit_nothing(api, slurm, body
 async def test_jobs_without_on_slurm_is_refused(api):
     status, answer = await api("POST", "clusters", body={"backend": "dask", "jobs": 2})
     assert status == 400 and "on" in answer["message"]
+
+
+async def test_a_job_cancelled_outside_is_the_clusters_error_and_says_how_it_ended(
+    api, manager, slurm
+):
+    body = {"backend": "dask", "on": "slurm", "jobs": 1, "profile": "small"}
+    status, started = await api("POST", "clusters", body=body)
+    assert status == 201, started
+    running = await _until(api, started["id"], lambda c: c["status"] == "running", "its worker")
+    [job] = running["jobs"]
+    assert job["time_limit_s"] == 30 * 60  # the profile's walltime (SlurmOptions' default)
+    assert 0 < job["time_left_s"] <= job["time_limit_s"] and job["ended_as"] is None
+
+    assert slurm.run("scancel", job["job_id"]).returncode == 0
+    ended = await _until(api, started["id"], lambda c: c["status"] == "error", "the error")
+    assert ended["error"].startswith(f"SLURM job {job['job_id']} was cancelled (CANCELLED);")
+    assert ended["jobs"] == [job | {"state": "ENDED", "ended_as": "CANCELLED", "time_left_s": None}]
+    # dask-jobqueue forgets the job a few seconds later; the card keeps it and the reason
+    jobqueue = manager._clusters[started["id"]].launcher.jobqueue
+    await asyncio.to_thread(wait_for, lambda: not jobqueue.workers, 60, "the job forgotten")
+    status, later = await api("GET", "clusters", started["id"])
+    assert (later["status"], later["error"], later["jobs"]) == (
+        "error",
+        ended["error"],
+        ended["jobs"],
+    )
+    status, _ = await api("DELETE", "clusters", started["id"])
+    assert status == 204

@@ -4,9 +4,10 @@ process, one SLURM job per Dask worker.
 The scheduler runs here (as dask-jobqueue runs it) with mutual TLS on certificates made for
 this cluster in its log folder, which the compute nodes see; the dashboard stays on loopback
 for Jupyter's proxy. A job waiting in the queue keeps the cluster ``starting`` (its card shows
-SLURM's reason) for as long as SLURM keeps it there; a job that ends, or runs
-``startup_timeout`` seconds without its worker connecting, is the cluster's error. Stopping
-the cluster, or the server, cancels every job.
+SLURM's reason) for as long as SLURM keeps it there; a job that ends (cancelled, at its
+walltime...), or runs ``startup_timeout`` seconds without its worker connecting, is the
+cluster's error, which says how it ended. Stopping the cluster, or the server, cancels every
+job.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from labkit.clusters.certificates import make_certificates
-from labkit.clusters.dask_slurm import StartupWatch, describe_problem, jobqueue_jobs, new_jobqueue
-from labkit.clusters.slurm import JobState, SlurmOptions, check_request
+from labkit.clusters.dask_slurm import StartupWatch, describe_problem, new_jobqueue
+from labkit.clusters.slurm import JobState, SlurmOptions, check_request, job_states
 from labkit.log import logger
 from labkit.server.launchers.dask import DaskLauncher
 from labkit.server.processes import ManagedProcess
@@ -38,6 +39,7 @@ class DaskSlurmLauncher(DaskLauncher):
         self.jobqueue: Any = None
         self.tls_folder: Path | None = None
         self.watch: StartupWatch | None = None
+        self.job_ids: dict[str, str] = {}  # worker name -> its SLURM job, as last seen
 
     @property
     def takes_remote_nodes(self) -> bool:
@@ -74,7 +76,16 @@ class DaskSlurmLauncher(DaskLauncher):
         self.workers = workers
 
     def jobs(self) -> list[JobState]:
-        return jobqueue_jobs(self.jobqueue) if self.jobqueue is not None else []
+        """The job of each worker it was asked for, also one that ended on its own (cancelled,
+        at its walltime): dask-jobqueue forgets such a job soon after, the card must not."""
+        if self.jobqueue is None:
+            return []
+        for name, job in self.jobqueue.workers.copy().items():
+            if job.job_id:
+                self.job_ids[name] = str(job.job_id)
+        wanted = set(self.jobqueue.worker_spec.copy())  # scaling down takes names out of it
+        self.job_ids = {name: job for name, job in self.job_ids.items() if name in wanted}
+        return list(job_states(list(self.job_ids.values())).values())
 
     def queued(self) -> bool:
         return any(job.state == "PENDING" for job in self.jobs())
