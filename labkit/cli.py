@@ -247,6 +247,21 @@ def run_command(bundle: str, pairs: tuple[tuple[str, str], ...], out: str | None
     type=click.Path(file_okay=False, exists=True),
     help="Submit a SLURM batch's lost runs again and wait for all of its runs.",
 )
+@click.option(
+    "--tasks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="SLURM: array tasks that share the runs, each taking the next run in turn (a "
+    "fresh kernel per run) [default: as many as the partition's CPUs run at once].",
+)
+@click.option(
+    "--signal",
+    "signal_spec",
+    metavar="SPEC",
+    default=None,
+    help="SLURM: sbatch --signal of each task, passed on to the notebook's kernel "
+    "(labkit.vae.train checkpoints on SIGUSR1); 'none' for none [default: B:USR1@120].",
+)
 @_one_line_errors
 def batch_command(
     bundle: str | None,
@@ -256,6 +271,8 @@ def batch_command(
     out: str | None,
     status_dir: str | None,
     resume_dir: str | None,
+    tasks: int | None,
+    signal_spec: str | None,
 ) -> None:
     """Run BUNDLE over a parameter grid on a cluster.
 
@@ -268,7 +285,7 @@ def batch_command(
     from labkit.runs.parameters import parse_grid
 
     if status_dir or resume_dir:
-        if bundle or grid or on or out or (status_dir and resume_dir):
+        if bundle or grid or on or out or tasks or signal_spec or (status_dir and resume_dir):
             raise ParameterError("--status or --resume takes a batch folder and nothing else")
         from labkit.runs.slurm_array import batch_status, resume_batch
 
@@ -281,7 +298,10 @@ def batch_command(
     else:
         loaded = load_bundle(bundle)
         grid_values = parse_grid(loaded.parameters, grid)
-        result = batch(loaded, grid_values, on=on, retries=retries, out=out)
+        array: dict[str, object] = {} if tasks is None else {"tasks": tasks}
+        if signal_spec is not None:
+            array["signal"] = None if signal_spec.lower() == "none" else signal_spec
+        result = batch(loaded, grid_values, on=on, retries=retries, out=out, **array)
     click.echo(result.path)
     summary = ", ".join(f"{v} {k}" for k, v in result.summary.items() if k != "duration_s" and v)
     click.echo(f"  {summary} in {result.summary['duration_s']:.1f} s")

@@ -247,10 +247,10 @@ def array_flag(indices: Iterable[int]) -> str:
     return f"--array={','.join(parts)}"
 
 
-def submit_script(script: Path, flags: list[str]) -> str:
-    """``sbatch FLAGS SCRIPT``; the job id, or SLURM's own message as a SlurmError."""
+def submit_script(script: Path, flags: list[str], args: Iterable[str] = ()) -> str:
+    """``sbatch FLAGS SCRIPT ARGS``; the job id, or SLURM's own message as a SlurmError."""
     require_slurm()
-    out = _slurm(["sbatch", "--parsable", *flags, str(script)])
+    out = _slurm(["sbatch", "--parsable", *flags, str(script), *args])
     if out.returncode != 0:
         said = " ".join(line.strip() for line in out.stderr.splitlines() if line.strip())
         raise SlurmError(f"SLURM refused {script.name} ({' '.join(flags)}): {said}")

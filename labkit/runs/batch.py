@@ -70,10 +70,13 @@ def batch(
     ``on``: a Cluster, ``"local"``/``"ray"``/``"dask"`` (a local cluster of that backend),
     an address or registered name, or None (the active cluster, else a local one). A
     cluster this call connects replaces the active one (as ``labkit.connect`` does) and is
-    closed at the end. ``on="slurm"`` or ``"slurm:PROFILE"``: one SLURM job array, one run
-    per task (``labkit.runs.slurm_array``; ``slurm``: ``SlurmOptions`` fields over the
-    profile's, e.g. ``partition="short", walltime="01:00:00"``). Output: ``out`` (default
-    ``BUNDLE/batches/STAMP``) with ``results.json`` and ``runs/NNN-....ipynb``.
+    closed at the end. ``on="slurm"`` or ``"slurm:PROFILE"``: one SLURM job array whose
+    tasks share the runs, one fresh kernel per run (``labkit.runs.slurm_array``; ``slurm``:
+    ``SlurmOptions`` fields over the profile's, e.g. ``partition="short",
+    walltime="01:00:00"`` (a task's, for all the runs it takes), and ``tasks=N``, the
+    array's width (default: as many as the partition's CPUs run at once), and
+    ``signal="B:USR1@120"``, SLURM's ``--signal``, passed on to the kernel). Output: ``out``
+    (default ``BUNDLE/batches/STAMP``) with ``results.json`` and ``runs/NNN-....ipynb``.
     """
     retries = whole("retries", retries, 0)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)

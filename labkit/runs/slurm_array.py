@@ -1,22 +1,35 @@
-"""A batch as one SLURM job array: one papermill run per array task (DESIGN §11).
+"""A batch as one SLURM job array: the grid's runs shared among its tasks (DESIGN §11).
+
+An array of ``tasks`` tasks (default: as many as the partition's CPUs can run at once)
+runs the grid: each task takes the next run nobody has taken yet (a claim file), runs it
+with papermill in a fresh kernel, writes its outcome, and takes the next, until none is
+left. One Python start and one SLURM scheduling pass thus serve several runs, and a task
+that is cancelled loses only the run it was running: the others' runs go on.
 
 The batch folder holds everything there is to know about it, so ``labkit batch --status``
 and ``--resume`` work from the folder alone, after the process that submitted it has gone:
 
 - ``slurm.json``: the bundle, each run's parameters, notebook path and MLflow run, the SLURM
-  options and retries, and every submission (a job id and the grid indices it ran);
-- ``slurm/task.sh``, the array script (``labkit.runs.slurm_task`` runs the notebook);
-  ``slurm/logs/task-JOB_INDEX.out``, each task's output;
+  options, the array's width (tasks) and ``--signal``, retries, and every submission (a job
+  id, the grid indices it was given and its width);
+- ``slurm/task.sh``, the array script (``labkit.runs.slurm_task`` runs the notebooks);
+  ``slurm/logs/task-JOB_TASK.out``, each task's output;
+- ``slurm/claims/JOB/NNN``, made by the task that took run NNN of job JOB (its task id);
 - ``slurm/outcomes/NNN.json``, written by a task when its notebook has ended;
 - ``results.json`` and ``runs/NNN-....ipynb``, as every batch writes them, each entry with
-  the ``slurm_job_id`` (``JOB_INDEX``) of its last attempt.
+  the ``slurm_job_id`` (``JOB_TASK``) of the task that ran its last attempt.
 
 What a run is comes from those files and ``squeue`` (there may be no accounting): an outcome
-file means finished (ok, or failed: a failing notebook is not retried); a task that
+file means finished (ok, or failed: a failing notebook is not retried); a run whose task
 ``squeue`` no longer lists and that left no outcome was lost (``scancel``, a node that
-died) or, when its output says so, hit its walltime (``timeout``). Those are submitted again
-as a new small array of just their indices, up to ``retries`` more times. Whichever process
-watches (the submitter, ``--status``, ``--resume``) logs each finished run to MLflow, once.
+died) or, when the task's output says so, hit its walltime (``timeout``); a run no task
+took before all of its array's tasks ended was lost too. Those are submitted again as a new
+small array of just their indices, up to ``retries`` more times. Whichever process watches
+(the submitter, ``--status``, ``--resume``) logs each finished run to MLflow, once.
+
+Near its walltime a task gets ``--signal`` (default ``B:USR1@120``: SIGUSR1 two minutes
+before): it passes the signal on to the running notebook's kernel if that kernel handles it
+(``labkit.vae.train`` then checkpoints at once) and takes no new run.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import fcntl
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from labkit.checks import whole
 from labkit.clusters.slurm import (
     JobState,
     SlurmOptions,
@@ -60,10 +75,59 @@ SQUEUE_EVERY_S = 2.0  # squeue: one request to the controller each time
 SAVE_EVERY_S = 2.0
 TIME_LIMIT = "DUE TO TIME LIMIT"  # slurmstepd's words for a task killed at its walltime
 FINISHED = ("ok", "failed")
+DEFAULT_SIGNAL = "B:USR1@120"  # SIGUSR1 to the task's own process 2 minutes before walltime
 
 
 def outcome_path(batch_dir: Path, index: int) -> Path:
     return Path(batch_dir) / FOLDER / "outcomes" / f"{index:03d}.json"
+
+
+def claim_path(batch_dir: Path, job_id: str, index: int) -> Path:
+    """Made (holding its task id) by the task of array ``job_id`` that took run ``index``."""
+    return Path(batch_dir) / FOLDER / "claims" / job_id / f"{index:03d}"
+
+
+def index_ranges(indices: list[int]) -> str:
+    """``0-3,7`` for [0, 1, 2, 3, 7] (``parse_ranges`` reads it back)."""
+    return array_flag(indices).partition("=")[2]
+
+
+def parse_ranges(text: str) -> list[int]:
+    indices = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        indices.extend(range(int(first), int(last or first) + 1))
+    return indices
+
+
+def signal_flags(spec: str | None) -> list[str]:
+    """``sbatch --signal`` for ``spec`` (e.g. ``B:USR1@120``); none when ``spec`` is empty."""
+    return [f"--signal={spec}"] if spec else []
+
+
+def array_width(tasks: int | None, options: SlurmOptions, runs: int) -> int:
+    """How many array tasks share ``runs`` runs: ``tasks`` if given, else as many as the
+    partition's CPUs can run at once (each task asking ``options.cores``)."""
+    tasks = _slots(options) if tasks is None else whole("tasks", tasks, 1)
+    return max(1, min(tasks, runs))
+
+
+def _slots(options: SlurmOptions) -> int:
+    """Tasks of ``options.cores`` CPUs the partition's usable CPUs hold at once (``sinfo``);
+    a very large number when SLURM does not say."""
+    try:
+        out = subprocess.run(
+            ["sinfo", "--noheader", "--format=%P|%C"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return sys.maxsize
+    for line in out.splitlines():
+        name, _, cpus = line.strip().partition("|")
+        default = name.endswith("*")
+        if name.rstrip("*") == options.partition or (options.partition is None and default):
+            _, _, other, total = (int(n) for n in cpus.split("/"))
+            return max(1, (total - other) // options.cores)
+    return sys.maxsize
 
 
 def read_state(batch_dir: str | Path) -> dict[str, Any]:
@@ -95,9 +159,12 @@ def submit_array(
     land in the folder): the message says how to follow it with ``labkit batch --status``
     or ``--resume``, or to cancel it with ``scancel``.
     """
-    options = profile_options(profile, **overrides)
+    settings = dict(overrides)
+    tasks, spec = settings.pop("tasks", None), settings.pop("signal", DEFAULT_SIGNAL)
+    options = profile_options(profile, **settings)
     combos = expand_grid(grid)
-    check_request(options, [array_flag(range(len(combos)))])  # a site's MaxArraySize too
+    width = array_width(tasks, options, len(combos))
+    check_request(options, [*signal_flags(spec), array_flag(range(width))])  # MaxArraySize too
     for sub in ("logs", "outcomes", "logged"):
         (out_dir / FOLDER / sub).mkdir(parents=True, exist_ok=True)
     (out_dir / RUNS_FOLDER).mkdir(exist_ok=True)
@@ -123,6 +190,8 @@ def submit_array(
         "retries": retries,
         "profile": profile,
         "options": asdict(options),
+        "width": width,
+        "signal": spec,
         "mlflow": {
             "uri": tracker.uri,
             "parent": tracking.parent_id,
@@ -142,14 +211,15 @@ def submit_array(
 
 
 def _script(batch_dir: Path, options: SlurmOptions) -> str:
-    """The array script: the site's prologue lines, then this Python runs the task."""
+    """The array script: the site's prologue lines, then this Python runs the task (its
+    argument: the grid indices the array shares, e.g. ``0-7``)."""
     run = [sys.executable, "-m", "labkit.runs.slurm_task", str(batch_dir.resolve())]
     return "\n".join(
         [
             "#!/bin/bash",
-            "# labkit batch: one run of the grid per array task (SLURM_ARRAY_TASK_ID: its index)",
+            "# labkit batch: each array task runs grid points nobody has taken yet, in turn",
             *options.prologue,
-            "exec " + shlex.join(run),
+            "exec " + shlex.join(run) + ' "$@"',
             "",
         ]
     )
@@ -221,6 +291,7 @@ class ArrayWatch:
         tasks = self.state["tasks"]
         self.limit = [self.state["retries"] + 1] * len(tasks)  # attempts each run may have
         self.queue: dict[int, JobState] = {}  # unfinished runs as squeue last saw them
+        self.round_of: dict[int, dict[str, Any]] = {}  # each run's latest submission
         self.entries = [
             BatchEntry(
                 parameters=task["parameters"],
@@ -272,27 +343,31 @@ class ArrayWatch:
     def submit(self, indices: list[int]) -> str:
         """Submit ``indices`` as one array; record the submission before anything else."""
         options = SlurmOptions.from_kwargs(self.state["options"])
+        width = min(len(indices), self.state["width"])
         flags = [
             f"--job-name=labkit-{self.state['name']}",
             f"--output={self.dir.resolve() / FOLDER / 'logs' / 'task-%A_%a.out'}",
             f"--chdir={self.dir.resolve()}",
             *options.sbatch_flags(),
-            array_flag(indices),
+            *signal_flags(self.state["signal"]),
+            array_flag(range(width)),
         ]
-        job_id = submit_script(self.dir / FOLDER / SCRIPT, flags)
-        round_ = {"job_id": job_id, "indices": indices, "submitted": now_iso()}
+        job_id = submit_script(self.dir / FOLDER / SCRIPT, flags, [index_ranges(indices)])
+        round_ = {"job_id": job_id, "indices": indices, "width": width, "submitted": now_iso()}
         self.state["rounds"].append(round_)
         write_json(self.dir / STATE, self.state)
         self._submitted(round_)
         return job_id
 
     def _submitted(self, round_: Mapping[str, Any]) -> None:
-        """The runs of one submission: pending again, one attempt more, its task ids."""
+        """The runs of one submission: pending again, one attempt more, in its array (the
+        task that runs each is known once it has taken it)."""
         for index in round_["indices"]:
             entry = self.entries[index]
             entry.status, entry.error = "pending", None
             entry.attempts += 1
-            entry.slurm_job_id = f"{round_['job_id']}_{index}"
+            entry.slurm_job_id = round_["job_id"]
+            self.round_of[index] = round_
 
     # -- what each run is -------------------------------------------------------------------
 
@@ -303,10 +378,8 @@ class ArrayWatch:
         its outcome already, if it ever will."""
         states = None
         if ask_slurm:
-            ids = [e.slurm_job_id for e in self.entries if e.status not in FINISHED]
-            ids = [task_id for task_id in ids if task_id is not None]
             try:
-                states = job_states(ids, strict=True)
+                states = job_states(self._live_tasks(), strict=True)
             except SlurmError as exc:  # a controller restarting: ask again next time
                 logger.warning("batch %s: %s", self.dir, exc)
         for index, entry in enumerate(self.entries):
@@ -318,13 +391,31 @@ class ArrayWatch:
             elif states is not None:
                 self._place(index, states)
 
+    def _live_tasks(self) -> list[str]:
+        """Every task of the arrays that unfinished runs were last submitted in."""
+        rounds = {
+            round_["job_id"]: round_
+            for index, round_ in self.round_of.items()
+            if self.entries[index].status not in FINISHED
+        }
+        return [
+            f"{job}_{task}" for job, round_ in rounds.items() for task in range(round_["width"])
+        ]
+
     def _place(self, index: int, states: dict[str, JobState]) -> None:
         entry = self.entries[index]
-        task_id = entry.slurm_job_id
-        if task_id is None:
+        round_ = self.round_of.get(index)
+        if round_ is None:
             entry.status, entry.error = "lost", "never submitted (its submitter ended first)"
             return
-        state = states[task_id]
+        claim = claim_path(self.dir, round_["job_id"], index)
+        if not claim.is_file():
+            self._place_untaken(index, round_, states)
+            return
+        task_id = entry.slurm_job_id = f"{round_['job_id']}_{claim.read_text().strip()}"
+        state = states.get(task_id)
+        if state is None:
+            return
         if state.state != "ENDED":
             entry.status = "pending"
             self.queue[index] = state
@@ -335,6 +426,20 @@ class ArrayWatch:
         entry.status = "timeout" if TIME_LIMIT in said else "lost"
         last = [line.strip() for line in said.splitlines() if line.strip()][-1:]
         entry.error = f"SLURM task {task_id} ended without a result: {(last or ['no output'])[0]}"
+
+    def _place_untaken(self, index: int, round_: dict[str, Any], states: dict[str, JobState]):
+        """A run no task has taken yet: waiting while its array has tasks left, else lost."""
+        job = round_["job_id"]
+        left = [states.get(f"{job}_{task}") for task in range(round_["width"])]
+        left = [state for state in left if state is None or state.state != "ENDED"]
+        entry = self.entries[index]
+        if left:
+            entry.status = "pending"
+            self.queue[index] = JobState(job, "WAITING", _waiting_for(left))
+            return
+        self.queue.pop(index, None)
+        entry.status = "lost"
+        entry.error = f"never started: every task of SLURM job {job} ended before its turn"
 
     def _finish(self, index: int, outcome: Mapping[str, Any]) -> None:
         self.queue.pop(index, None)
@@ -427,9 +532,9 @@ class ArrayWatch:
         done = sum(e.status != "pending" and e.index not in again for e in self.entries)
         bar.update(done - bar.n)
         running = sum(s.state in ("RUNNING", "COMPLETING") for s in self.queue.values())
-        waiting = [s for s in self.queue.values() if s.state == "PENDING"]
-        reasons = sorted({s.reason for s in waiting if s.reason})
-        text = f"{running} running, {len(waiting)} pending"
+        waiting = [s for s in self.queue.values() if s.state in ("PENDING", "WAITING")]
+        reasons = sorted({s.reason for s in waiting if s.reason and s.state == "PENDING"})
+        text = f"{running} running, {len(waiting)} waiting"
         text += f" ({', '.join(reasons)})" if reasons else ""
         failed = sum(e.status == "failed" for e in self.entries)
         bar.set_postfix_str(text + (f", {failed} failed" if failed else ""))
@@ -469,3 +574,14 @@ class ArrayWatch:
 
     def result(self, summary: dict[str, Any]) -> BatchResult:
         return BatchResult(self.dir, [entry.to_json() for entry in self.entries], summary)
+
+
+def _waiting_for(tasks: list[JobState | None]) -> str:
+    """Why a run no task has taken yet waits: its array's tasks, running or pending."""
+    running = sum(task is not None and task.state != "PENDING" for task in tasks)
+    pending = [task for task in tasks if task is not None and task.state == "PENDING"]
+    text = f"for a task of its array: {running} running"
+    if pending:
+        reasons = sorted({task.reason for task in pending if task.reason})
+        text += f", {len(pending)} pending" + (f" ({', '.join(reasons)})" if reasons else "")
+    return text

@@ -1,6 +1,7 @@
 """``labkit batch --on slurm``: a grid as one job array on a real slurmctld and slurmd.
 
-The node (``tests/slurmbed.py``) has 2 CPUs: two 1-core tasks run at once. The notebook can
+The node (``tests/slurmbed.py``) has 2 CPUs: two 1-core tasks run at once, and an array is
+2 tasks wide by default (each taking the grid's runs in turn). The notebook can
 hold one run (``x == hold``): its first attempt writes ``GATE.started`` ("TASK_PID
 KERNEL_PID") and waits until the test creates ``GATE``; an attempt that finds ``GATE``
 already there goes straight on. ``x == fail`` raises in the notebook.
@@ -22,6 +23,7 @@ import pytest
 from labkit.clusters.slurm import array_flag
 from labkit.errors import ParameterError, SlurmError
 from labkit.runs import batch, freeze
+from labkit.runs.slurm_array import claim_path
 from tests.conftest import stop_process, wait_for
 
 from .conftest import write_notebook
@@ -78,6 +80,13 @@ def _cancel(slurm, task_id: str, task_pid: int, kernel_pid: int) -> None:
             os.kill(kernel_pid, signal.SIGKILL)
 
 
+def _taker(batch_dir: Path, job: str, index: int) -> str:
+    """The array task (``JOB_TASK``) that took run ``index`` of job ``job``."""
+    claim = claim_path(batch_dir, job, index)
+    wait_for(claim.is_file, 30, f"run {index} taken by a task of job {job}")
+    return f"{job}_{claim.read_text()}"
+
+
 def _first_job(batch_dir: Path) -> str:
     rounds = wait_for(lambda: json.loads((batch_dir / "slurm.json").read_text())["rounds"], 30,
                       "the array submitted")  # fmt: skip
@@ -92,7 +101,8 @@ def test_a_grid_runs_as_one_array_and_a_cancelled_task_runs_again(slurm, gated_b
                               progress=False)  # fmt: skip
         task_pid, kernel_pid = _held(gate)
         job = _first_job(out)
-        _cancel(slurm, f"{job}_0", task_pid, kernel_pid)
+        held_by = _taker(out, job, 0)
+        _cancel(slurm, held_by, task_pid, kernel_pid)
         gate.touch()  # the second attempt goes straight through
         result = running.result(timeout=120)
 
@@ -102,10 +112,13 @@ def test_a_grid_runs_as_one_array_and_a_cancelled_task_runs_again(slurm, gated_b
     assert [run["records"]["square"] for run in runs] == [1, 4, 9, 16]
     assert {run["records"]["cwd"] for run in runs} == {str(gated_bundle.parent.parent / "project")}
     assert [run["attempts"] for run in runs] == [2, 1, 1, 1]
-    assert [run["slurm_job_id"] for run in runs[1:]] == [f"{job}_1", f"{job}_2", f"{job}_3"]
-    again, index = runs[0]["slurm_job_id"].split("_")
-    assert index == "0" and int(again) > int(job)  # a new, one-task array
+    other = ({f"{job}_0", f"{job}_1"} - {held_by}).pop()  # the array's other task ran the rest
+    assert [run["slurm_job_id"] for run in runs[1:]] == [other] * 3
+    again, task = runs[0]["slurm_job_id"].split("_")
+    assert task == "0" and int(again) > int(job)  # a new, one-task array
     assert all((out / run["notebook"]).is_file() for run in runs)
+    rounds = json.loads((out / "slurm.json").read_text())["rounds"]
+    assert [(r["indices"], r["width"]) for r in rounds] == [([0, 1, 2, 3], 2), ([0], 1)]
     wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
 
 
@@ -119,7 +132,18 @@ def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gon
     grid = ["--grid", "x=1,2", "--grid", "hold=1", "--grid", f"gate={gate}"]
     log = tmp_path / "submitter.log"
     submitter = subprocess.Popen(
-        [*CLI, "batch", str(gated_bundle), *grid, "--on", "slurm:wide", "--out", str(out)],
+        [
+            *CLI,
+            "batch",
+            str(gated_bundle),
+            *grid,
+            "--on",
+            "slurm:wide",
+            "--out",
+            str(out),
+            "--tasks",
+            "2",
+        ],  # fmt: skip
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -134,6 +158,8 @@ def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gon
     assert "the SLURM array keeps running" in said and f"labkit batch --status {out}" in said
     # from here on, only the folder knows the batch
     job = _first_job(out)
+    held_by = _taker(out, job, 0)
+    waiting = ({f"{job}_0", f"{job}_1"} - {held_by}).pop()
 
     def status() -> str:
         done = subprocess.run([*CLI, "batch", "--status", str(out)], capture_output=True,
@@ -142,17 +168,17 @@ def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gon
         return done.stdout
 
     shown = status()
-    assert f"run 0 {{'x': 1, 'hold': 1, 'gate': '{gate}'}}: RUNNING as {job}_0" in shown
-    assert f"PENDING (Resources) as {job}_1" in shown
+    assert f"run 0 {{'x': 1, 'hold': 1, 'gate': '{gate}'}}: RUNNING as {held_by}" in shown
+    assert f"WAITING (for a task of its array: 1 running, 1 pending (Resources)) as {job}" in shown
 
-    _cancel(slurm, f"{job}_0", task_pid, kernel_pid)
+    _cancel(slurm, held_by, task_pid, kernel_pid)
 
     def lost() -> str | None:
         text = status()
         return text if "lost" in text else None
 
     shown = wait_for(lost, 30, "the cancelled run shown as lost")
-    assert f"SLURM task {job}_0 ended without a result" in shown
+    assert f"SLURM task {held_by} ended without a result" in shown
     assert f"`labkit batch --resume {out}` submits those again" in shown
     assert json.loads((out / "results.json").read_text())["runs"][0]["status"] == "lost"
 
@@ -165,7 +191,7 @@ def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gon
     assert results["status"] == "done" and results["slurm"]["profile"] == "wide"
     runs = results["runs"]
     assert [(run["status"], run["attempts"]) for run in runs] == [("ok", 2), ("ok", 1)]
-    assert runs[1]["slurm_job_id"] == f"{job}_1" and runs[0]["slurm_job_id"] != f"{job}_0"
+    assert runs[1]["slurm_job_id"] == waiting and runs[0]["slurm_job_id"] != held_by
 
     from mlflow.tracking import MlflowClient  # each run logged once, by whoever saw it end
 
@@ -198,9 +224,11 @@ def test_slurm_refuses_before_anything_is_submitted(slurm, gated_bundle, tmp_pat
     with pytest.raises(SlurmError, match="Requested node configuration is not available"):
         batch(gated_bundle, grid, on="slurm", cores=64, out=tmp_path / "b")
     with pytest.raises(SlurmError, match="--array=0-1001: .*Invalid job array specification"):
-        batch(
-            gated_bundle, {"x": list(range(1002))}, on="slurm", out=tmp_path / "b"
-        )  # > MaxArraySize
+        batch(  # > MaxArraySize
+            gated_bundle, {"x": list(range(1002))}, on="slurm", tasks=1002, out=tmp_path / "b"
+        )
+    with pytest.raises(ParameterError, match="tasks"):
+        batch(gated_bundle, grid, on="slurm", tasks=0, out=tmp_path / "b")
     with pytest.raises(ParameterError, match="partition: options of a SLURM batch"):
         batch(gated_bundle, grid, on="local", partition="debug", out=tmp_path / "c")
     assert not any(tmp_path.iterdir()) and slurm.jobs() == []
