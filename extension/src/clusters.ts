@@ -8,10 +8,17 @@ import { CommandRegistry } from '@lumino/commands';
 import { IBackend, ICluster, IJobState } from './api';
 import { CommandIDs } from './commandids';
 import { formatBytes, formatCount, h } from './dom';
+import { formatSeconds } from './notices';
 
-/** "1234 RUNNING", or "1235 PENDING (Resources)". */
+/** "1234 RUNNING 29:58 left", "1235 PENDING (Resources)", or "1236 ENDED (TIMEOUT)". */
 function describeJob(job: IJobState): string {
-  return `${job.job_id} ${job.state}` + (job.reason ? ` (${job.reason})` : '');
+  const why = job.state === 'ENDED' ? job.ended_as : job.reason;
+  const left = job.state === 'RUNNING' && typeof job.time_left_s === 'number';
+  return (
+    `${job.job_id} ${job.state}` +
+    (why ? ` (${why})` : '') +
+    (left ? ` ${formatSeconds(job.time_left_s as number)} left` : '')
+  );
 }
 
 const ORIGIN_LABEL: Record<string, string> = {

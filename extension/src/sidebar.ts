@@ -3,8 +3,10 @@
  * ones, and act on each through its card; a Runs section lists frozen runs and batches.
  * State comes from the server only; the panel polls it (faster while visible). Cards are kept
  * by cluster id across polls and updated in place; every action goes through a JupyterLab
- * command (commands.ts), so the buttons do just what the command palette does.
+ * command (commands.ts), so the buttons do just what the command palette does. A batch or
+ * SLURM cluster that ends, or a SLURM job near its walltime, is a notification (notices.ts).
  */
+import { Notification } from '@jupyterlab/apputils';
 import { CommandRegistry } from '@lumino/commands';
 import { PromiseDelegate } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
@@ -13,6 +15,7 @@ import { api, IBackend, ICluster, IRun } from './api';
 import { ClusterCard } from './clusters';
 import { CommandIDs } from './commandids';
 import { h } from './dom';
+import { Conditions, conditions, INotice, news, observeBatches, observeClusters } from './notices';
 import { renderRuns } from './runs';
 import { Backend, DEFAULT_SETTINGS, ILabkitSettings } from './settings';
 
@@ -106,6 +109,9 @@ export class ClusterPanel extends Widget {
       this.clusterList = await api.listClusters();
       this.loaded = true;
       this.connectionError = null;
+      const seen = observeClusters(this.clusterList, this.settings.walltimeWarning);
+      this.notify(news(this.clusterConditions, seen));
+      this.clusterConditions = conditions(seen);
     } catch (error) {
       this.connectionError = `cannot list clusters: ${(error as Error).message}`;
     }
@@ -113,6 +119,9 @@ export class ClusterPanel extends Widget {
       try {
         this.runs = await api.listRuns();
         this.runsError = null;
+        const seen = observeBatches(this.runs);
+        this.notify(news(this.batchConditions, seen));
+        this.batchConditions = conditions(seen);
       } catch (error) {
         this.runsError = (error as Error).message;
       }
@@ -125,6 +134,22 @@ export class ClusterPanel extends Widget {
       const visible = this.settings.pollInterval * 1000;
       const delay = this.isVisible ? visible : Math.max(POLL_HIDDEN_MS, visible);
       this.timer = window.setTimeout(() => void this.refresh(), delay);
+    }
+  }
+
+  /** JupyterLab notifications for what ended; errors stay until dismissed. */
+  private notify(notices: INotice[]): void {
+    for (const notice of notices) {
+      Notification.emit(notice.message, notice.level, {
+        autoClose: notice.level === 'error' ? false : 15000,
+        actions: [
+          {
+            label: 'Show',
+            caption: 'show the labkit panel',
+            callback: () => void this.commands.execute(CommandIDs.showPanel)
+          }
+        ]
+      });
     }
   }
 
@@ -442,6 +467,8 @@ export class ClusterPanel extends Widget {
   private clusterList: ICluster[] = [];
   private cards = new Map<string, ClusterCard>();
   private runs: IRun[] = [];
+  private clusterConditions: Conditions | null = null;
+  private batchConditions: Conditions | null = null;
   private loaded = false;
   private polls = 0;
   private timer = 0;
