@@ -84,7 +84,9 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, interf
         assert len(nodes) == 2 and [n["cpus"] for n in nodes] == [1, 1]
         assert cluster.map(abs, range(-20, 0), progress=False) == list(range(20, 0, -1))
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
-        assert {"job_id": job_id, "state": "RUNNING", "reason": None} in cluster.summary()["jobs"]
+        [shown] = cluster.summary()["jobs"]
+        assert (shown["job_id"], shown["state"], shown["reason"]) == (job_id, "RUNNING", None)
+        assert 0 < shown["time_left_s"] <= shown["time_limit_s"]  # what the card shows
 
         cluster.scale(3)  # a join job does not fit on the full node: pending, and says why
         pending = wait_for(

@@ -34,9 +34,8 @@ def test_a_notebook_attaches_to_dask_workers_running_as_slurm_jobs(slurm, tmp_pa
             "a third job, pending with a reason",
         )
         assert third[0].reason == "Resources"
-        assert {"job_id": third[0].job_id, "state": "PENDING", "reason": "Resources"} in (
-            cluster.summary()["jobs"]
-        )
+        shown = [(j["job_id"], j["state"], j["reason"]) for j in cluster.summary()["jobs"]]
+        assert (third[0].job_id, "PENDING", "Resources") in shown
     finally:
         cluster.close()
     wait_for(lambda: not slurm.jobs(), 60, "every job cancelled")
