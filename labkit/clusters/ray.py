@@ -106,6 +106,7 @@ class RayCluster(Cluster):
         self.temp_dir = temp_dir
         self.timeout = timeout
         self._remote_chunk = None
+        self._restore_auth: Callable[[], None] = lambda: None  # the token settings before
 
     @classmethod
     def connect(
@@ -136,7 +137,7 @@ class RayCluster(Cluster):
         token = find_token(credentials.token_file)
         check_access(target.address, target.kind == "ray-client", token, timeout)
         release_previous()
-        use_token(token)
+        restore_auth = use_token(token)
         try:
             with _reconnect_within(timeout):
                 context = ray.init(
@@ -145,13 +146,16 @@ class RayCluster(Cluster):
                     runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
                 )
         except Exception as exc:
+            restore_auth()
             raise ConnectError(
                 f"cannot attach to the Ray cluster at {target.address}: {exc}",
                 address=target.address,
                 backend="ray",
             ) from exc
         dashboard = _http(context.dashboard_url)
-        return cls(target.address, local=False, dashboard_url=dashboard, timeout=timeout)
+        cluster = cls(target.address, local=False, dashboard_url=dashboard, timeout=timeout)
+        cluster._restore_auth = restore_auth
+        return cluster
 
     @classmethod
     def _start_local(cls, num_cpus: int | None) -> RayCluster:
@@ -271,6 +275,9 @@ class RayCluster(Cluster):
     def _close(self) -> None:
         import ray
 
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            self._restore_auth()
         if self.temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -8,6 +8,7 @@ gRPC call that carries the token, so a missing or refused token fails at once an
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,14 +123,17 @@ def _auth_error(address: str, token: RayToken | None) -> AuthError:
     )
 
 
-def use_token(token: RayToken | None) -> None:
-    """Point this process's Ray client (and the workers it starts) at ``token``.
+def use_token(token: RayToken | None) -> Callable[[], None]:
+    """Point this process's Ray client (and the workers it starts) at ``token``; returns what
+    puts the previous settings back (call it once the connection is closed, so that a later
+    cluster, e.g. an embedded one, does not inherit a token file that may be gone).
 
     Ray caches the token per process, so the cache is dropped here; otherwise a second
     connection with another token would silently reuse the first one.
     """
+    saved = {name: os.environ.get(name) for name in (MODE_ENV, TOKEN_ENV, TOKEN_PATH_ENV)}
     if token is None:
-        return
+        return lambda: None
     os.environ[MODE_ENV] = "token"
     if token.path is not None:
         os.environ.pop(TOKEN_ENV, None)
@@ -137,6 +141,16 @@ def use_token(token: RayToken | None) -> None:
     elif token.source == f"${TOKEN_ENV}":
         os.environ.pop(TOKEN_PATH_ENV, None)
     reset_token_cache()
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_token_cache()
+
+    return restore
 
 
 def reset_token_cache() -> None:

@@ -1,3 +1,4 @@
+import os
 import time
 
 import pytest
@@ -71,3 +72,18 @@ def test_unreachable_address_fails_within_timeout_naming_address_and_backend(add
     assert address in str(info.value)
     assert info.value.backend in ("ray", "dask")
     assert info.value.backend in str(info.value).lower()
+
+
+def test_closing_puts_the_token_settings_of_this_process_back(ray_head, monkeypatch, tmp_path):
+    # a cluster whose token file goes with it (Ray on SLURM) must not leave a later embedded
+    # cluster pointed at that file: Ray refuses to start one with a token path that is gone
+    before = tmp_path / "before"
+    before.write_text("the user's own token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(before))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    cluster = labkit.connect(ray_head.client_address, token_file=ray_head.token_file)
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(ray_head.token_file.resolve())
+    cluster.close()
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(before)
+    assert "RAY_AUTH_MODE" not in os.environ
+    assert find_token().value == "the user's own token"
