@@ -12,9 +12,12 @@
 - ``slurm_batch_speedup``: 8 runs of a small bundle one after another with
   ``papermill.execute_notebook`` (the raw tool), over the same 8 as one job array with
   ``labkit batch --on slurm`` (2 one-CPU tasks at a time), submission to results.json included;
-  median over turns, both sides warmed by one run first.
+  median over turns, both sides warmed by one run first. The array is as wide as labkit
+  makes it by default (2 tasks on the 2-CPU node, each taking runs in turn).
 
-    sudo .venv/bin/python benchmarks/slurm.py [--quick]
+    sudo .venv/bin/python benchmarks/slurm.py [--quick] [--batch-only]
+
+``--batch-only`` measures the batch figures alone (printed, not written to results/).
 """
 
 from __future__ import annotations
@@ -132,13 +135,27 @@ def wait_idle(bed) -> None:
         time.sleep(0.2)
 
 
+def batch_only(quick: bool) -> None:
+    from tests.slurmbed import slurm_bed
+
+    with slurm_bed() as bed, tempfile.TemporaryDirectory() as scratch:
+        os.environ["SLURM_CONF"] = str(bed.conf)
+        sequential_s, array_s = batch_times(bed, Path(scratch), 1 if quick else 3)
+    print(f"{N_BATCH} runs: sequential {sequential_s:.2f} s, array {array_s:.2f} s: "
+          f"{sequential_s / array_s:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     from tests.netbed import routable_address
     from tests.slurmbed import slurm_bed
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 turns instead of 5")
+    parser.add_argument("--batch-only", action="store_true", help="the batch figures alone")
     args = parser.parse_args()
+    if args.batch_only:
+        batch_only(args.quick)
+        return
     turns = 2 if args.quick else 5
     with (
         slurm_bed() as bed,

@@ -69,12 +69,14 @@ def make_task(bundle: Bundle, parameters: Mapping[str, Any], index: int = 0) -> 
     }
 
 
-def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
+def execute_task(task: Mapping[str, Any], progress: bool = False, km: Any = None) -> dict[str, Any]:
     """Run one parameter set with papermill; never raises for the notebook's own failures.
 
     Returns status, error, duration, worker host and pid, the records, and the executed
     notebook as JSON text (None if the kernel never ran). A kernel that fails to start is
     started again, up to ``KERNEL_STARTS`` times (``kernel_starts`` in the outcome).
+    ``km``: a kernel manager of ``kernel_manager_with_env(task env)`` whose kernel the
+    caller started beforehand, in the task's working folder, and shuts down afterwards.
     """
     import nbformat
     from papermill import execute_notebook
@@ -106,6 +108,7 @@ def execute_task(task: Mapping[str, Any], progress: bool = False) -> dict[str, A
         return outcome
     env = usable_here(task.get("env") or {})
     kernel = {"kernel_manager_class": kernel_manager_with_env(env)} if env else {}
+    kernel = {"km": km} if km is not None else kernel
     executed = None
     with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch:
         output = os.path.join(scratch, NOTEBOOK)

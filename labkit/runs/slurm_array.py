@@ -14,7 +14,9 @@ and ``--resume`` work from the folder alone, after the process that submitted it
   id, the grid indices it was given and its width);
 - ``slurm/task.sh``, the array script (``labkit.runs.slurm_task`` runs the notebooks);
   ``slurm/logs/task-JOB_TASK.out``, each task's output;
-- ``slurm/claims/JOB/NNN``, made by the task that took run NNN of job JOB (its task id);
+- ``slurm/claims/JOB/NNN``, made by the task that took run NNN of job JOB (its task id;
+  ``NNN.next``: reserved by a task that starts the run's kernel while its current run goes
+  on, which an idle task may still take);
 - ``slurm/outcomes/NNN.json``, written by a task when its notebook has ended;
 - ``results.json`` and ``runs/NNN-....ipynb``, as every batch writes them, each entry with
   the ``slurm_job_id`` (``JOB_TASK``) of the task that ran its last attempt.

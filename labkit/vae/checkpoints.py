@@ -4,6 +4,8 @@ Layout (all written by the process that called ``train``, whatever backend train
 
     config.json        the TrainConfig and the grid, for people and for resume checks
     epoch-0007.pt      training state after epoch 7 (model, optimizer, history, early stopping)
+    partial.pt         training state part way through the next epoch, written when asked
+                       (SIGUSR1: SLURM's walltime is near); gone once that epoch ends
     history.json       one record per epoch: epoch, loss, val_loss, seconds
     model.pt           the final model (best epoch, with anomaly statistics): SpectrumVAE.load
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
 MODEL_FILE = "model.pt"
+PARTIAL_FILE = "partial.pt"
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "config.json"
 TRACKING_FILE = "tracking.json"  # the MLflow run this training logs to, for resume
@@ -49,7 +52,7 @@ def new_run_dir(root: str | os.PathLike | None = None) -> Path:
 def latest_run_dir(root: str | os.PathLike | None = None) -> Path:
     """The most recently written run under ``root`` that has an epoch checkpoint."""
     root = Path(root) if root is not None else DEFAULT_ROOT
-    runs = [p for p in root.glob("run-*") if CheckpointStore(p).epochs()]
+    runs = [p for p in root.glob("run-*") if CheckpointStore(p).has_state()]
     if not runs:
         raise CheckpointError(
             f"resume=True but there is no checkpoint under {root.resolve()}; pass the "
@@ -70,6 +73,10 @@ class CheckpointStore:
         found = (EPOCH_FILE.match(p.name) for p in self.path.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
+    def has_state(self) -> bool:
+        """Whether training can resume from here: an epoch or a part-way checkpoint."""
+        return bool(self.epochs()) or (self.path / PARTIAL_FILE).is_file()
+
     def epoch_path(self, epoch: int) -> Path:
         return self.path / f"epoch-{epoch:04d}.pt"
 
@@ -78,7 +85,7 @@ class CheckpointStore:
         self.path.mkdir(parents=True, exist_ok=True)
         for epoch in self.epochs():
             self.epoch_path(epoch).unlink(missing_ok=True)
-        for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, TRACKING_FILE):
+        for name in (MODEL_FILE, HISTORY_FILE, CONFIG_FILE, TRACKING_FILE, PARTIAL_FILE):
             (self.path / name).unlink(missing_ok=True)
 
     def write_config(self, config: dict[str, Any], wave: np.ndarray, backend: str) -> None:
@@ -92,10 +99,17 @@ class CheckpointStore:
     def write_epoch(self, epoch: int, state: bytes, best_epoch: int, history: list[dict]) -> Path:
         path = self.epoch_path(epoch)
         _write_bytes(path, state)
+        (self.path / PARTIAL_FILE).unlink(missing_ok=True)  # this epoch has ended
         _write_text(self.path / HISTORY_FILE, json.dumps(history, indent=1) + "\n")
         for old in self.epochs():
             if old not in (epoch, best_epoch):
                 self.epoch_path(old).unlink(missing_ok=True)
+        return path
+
+    def write_partial(self, state: bytes) -> Path:
+        """The training state part way through an epoch (``loop.fit``'s ``step``)."""
+        path = self.path / PARTIAL_FILE
+        _write_bytes(path, state)
         return path
 
     def write_tracking(self, uri: str, run_id: str) -> None:
@@ -114,8 +128,13 @@ class CheckpointStore:
         return json.loads(path.read_text()) if path.exists() else []
 
     def latest_state(self) -> dict[str, Any]:
-        """The training state of the newest epoch checkpoint."""
+        """The newest training state: part way through an epoch, else the newest epoch's."""
         epochs = self.epochs()
+        partial = self.path / PARTIAL_FILE
+        if partial.is_file():
+            state = read_payload(partial)
+            if not epochs or state.get("epoch", -1) >= epochs[-1]:
+                return state
         if not epochs:
             raise CheckpointError(f"resume=True but {self.path} holds no epoch checkpoint")
         return self.read_state(epochs[-1])

@@ -23,7 +23,10 @@ def run_in_process(
     cluster: Cluster | None = None,
     workdir: Path | None = None,
 ) -> None:
-    """The epoch loop here, with ``config.threads`` torch threads (restored afterwards)."""
+    """The epoch loop here, with ``config.threads`` torch threads (restored afterwards).
+
+    An ``emit`` with a ``checkpoint_asked()`` method (``train``'s recorder) is asked after
+    every batch whether to checkpoint part way through the epoch (SIGUSR1)."""
     device = job.config.resolved_device()
     previous = torch.get_num_threads()
     torch.set_num_threads(job.config.resolved_threads())
@@ -37,6 +40,7 @@ def run_in_process(
             device=device,
             emit=emit,
             should_stop=stop.is_set,
+            checkpoint_now=getattr(emit, "checkpoint_asked", lambda: False),
         )
     finally:
         torch.set_num_threads(previous)

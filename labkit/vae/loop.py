@@ -106,6 +106,7 @@ def fit(
     rank: int = 0,
     world: int = 1,
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    checkpoint_now: Callable[[], bool] = lambda: False,
 ) -> None:
     """Train from ``state`` until the epochs are spent, early stopping fires or a stop is asked.
 
@@ -113,6 +114,10 @@ def fit(
     the packed training state. With ``world > 1`` each rank trains on its own shard of the
     chunks (all ranks doing the same number of steps) and ``wrap`` makes the model
     data-parallel (DDP); losses and the stop decision are agreed across ranks.
+
+    With one rank, ``checkpoint_now()`` is asked after every batch: when True, ``emit({"partial":
+    state})`` hands over the state part way through the epoch (its ``step``: batches done, and
+    their loss sums), which a resumed run continues from exactly, skipping those batches.
     """
     device = torch.device(device)
     model = SpectrumVAE.from_payload(state["model"], "training state").to(device)
@@ -128,6 +133,23 @@ def fit(
     validation = _Validation(source, bounded(val_plan, source.n_pixels, config.seed), device)
 
     epoch = state["epoch"]
+    done_steps, done_sum = state.get("step", 0), state.get("train_sum")
+
+    def snapshot(completed: int, **more: Any) -> bytes:
+        return pack(
+            {
+                "model": model.to_payload(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": completed,
+                "history": history,
+                "best_epoch": best_epoch,
+                "best_loss": best_loss,
+                "bad_epochs": bad_epochs,
+                "config": config.to_dict(),
+                **more,
+            }
+        )
+
     while not finished({"epoch": epoch, "bad_epochs": bad_epochs}, config):
         if _agree(should_stop(), world, device):
             break
@@ -142,16 +164,25 @@ def fit(
         noise = _generator(config.seed, epoch, rank, 1)
         net.train()
         train_sum = _Sum(device)
+        if done_sum is not None:
+            train_sum.values += torch.tensor(done_sum, dtype=torch.float64, device=device)
         with Prefetch(source.take, plans[rank]) as parts:
-            for f, w in itertools.islice(batches(parts, config.batch_size, shuffle), steps):
-                f, w = _tensor(f, device), _tensor(w, device)
+            chosen = itertools.islice(batches(parts, config.batch_size, shuffle), steps)
+            for step, (f, w) in enumerate(chosen, 1):
                 eps = torch.randn(len(f), model.latent_dim, generator=noise).to(device)
+                if step <= done_steps:
+                    continue  # trained before the part-way checkpoint this run resumed from
+                f, w = _tensor(f, device), _tensor(w, device)
                 recon, mu, logvar = net(f, w, eps)
                 loss, pixels = negative_elbo(recon, mu, logvar, f, w, beta)
                 optimizer.zero_grad(set_to_none=True)
                 (loss / pixels.clamp(min=1)).backward()
                 optimizer.step()
                 train_sum.add(loss, pixels)
+                if world == 1 and checkpoint_now():
+                    sums = train_sum.values.tolist()
+                    emit({"partial": snapshot(epoch - 1, step=step, train_sum=sums)})
+        done_steps, done_sum = 0, None
         val_sum = _validate(model, validation, config, beta, device)
         totals = torch.cat([train_sum.values, val_sum.values])
         if world > 1:
@@ -172,19 +203,7 @@ def fit(
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         if rank == 0:
-            packed = pack(
-                {
-                    "model": model.to_payload(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "best_epoch": best_epoch,
-                    "best_loss": best_loss,
-                    "bad_epochs": bad_epochs,
-                    "config": config.to_dict(),
-                }
-            )
-            emit({"record": record, "best_epoch": best_epoch, "state": packed})
+            emit({"record": record, "best_epoch": best_epoch, "state": snapshot(epoch)})
 
 
 Plan = list[tuple[int, np.ndarray]]  # (chunk, rows within it), in reading order

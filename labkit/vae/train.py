@@ -7,8 +7,10 @@ at the end fits the anomaly statistics and saves the final model.
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch
 
 from labkit.clusters import Cluster, ClusterSpec, using_cluster
 from labkit.errors import ParameterError
+from labkit.log import logger
 from labkit.tracking import open_tracker
 from labkit.vae import loop
 from labkit.vae.checkpoints import CheckpointStore, latest_run_dir, new_run_dir
@@ -88,8 +91,11 @@ def train(
     after every epoch; ``resume=True`` continues from its latest one (default: the
     newest run under ``./vae-checkpoints``). ``callback(record)`` sees each epoch's record;
     setting ``stop`` (a ``threading.Event``) ends the run after the current epoch, as does
-    Ctrl-C (which is then re-raised). Each training is one MLflow run (the config as
-    parameters, per-epoch losses, the model file; ``result.mlflow_run_id``). Raises
+    Ctrl-C (which is then re-raised). Trained in-process in the main thread (a notebook
+    cell), SIGUSR1 (what a SLURM batch passes on when the walltime is near) writes a
+    checkpoint after the current batch, which ``resume=True`` continues from exactly. Each
+    training is one MLflow run (the config as parameters, per-epoch losses, the model file;
+    ``result.mlflow_run_id``). Raises
     ``TrainingDataError``, ``ParameterError``, ``CheckpointError`` or ``TrainingError``
     naming what is wrong.
     """
@@ -136,7 +142,7 @@ def _train(
     )
     try:
         if not loop.finished(state, config):
-            with recorder:
+            with recorder, _checkpoint_on_signal(recorder.asked, backend == IN_PROCESS):
                 run(job, recorder, stop, cluster, store.path)
         model = SpectrumVAE.from_payload(*store.best_payload())
         model.fit_population(sample(source, train_index, config.seed, POPULATION_SAMPLE))
@@ -182,14 +188,39 @@ def _resumed_state(
     return state
 
 
+@contextmanager
+def _checkpoint_on_signal(asked: threading.Event, wanted: bool) -> Iterator[None]:
+    """While training runs (``wanted``: here, not on a cluster), SIGUSR1 sets ``asked``:
+    the previous handler comes back after. Only the main thread can handle signals: in any
+    other (the training panel's) nothing is installed."""
+    usable = hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread()
+    if not (wanted and usable):
+        yield
+        return
+    previous = signal.signal(signal.SIGUSR1, lambda _signum, _frame: asked.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL if previous is None else previous)
+
+
 class _Recorder:
-    """Receives each epoch's report: checkpoint, history, progress bar, user callback."""
+    """Receives each epoch's report: checkpoint, history, progress bar, user callback; and
+    part-way checkpoints when one is ``asked`` (SIGUSR1)."""
 
     def __init__(self, store, history, config, progress, callback, desc, tracked=None):
         self.store, self.history, self.callback = store, history, callback
         self.config, self.progress, self.desc = config, progress, desc
         self.tracked = tracked
         self.bar = None
+        self.asked = threading.Event()
+
+    def checkpoint_asked(self) -> bool:
+        """True once after a checkpoint was asked for (the loop then hands one over)."""
+        if not self.asked.is_set():
+            return False
+        self.asked.clear()
+        return True
 
     def __enter__(self) -> _Recorder:
         from tqdm.auto import tqdm
@@ -207,6 +238,10 @@ class _Recorder:
         self.bar.close()
 
     def __call__(self, report: dict[str, Any]) -> None:
+        if "partial" in report:
+            path = self.store.write_partial(report["partial"])
+            logger.warning("checkpoint asked for (SIGUSR1): %s", path)
+            return
         record = dict(report["record"])
         self.history.append(record)
         self.store.write_epoch(record["epoch"], report["state"], report["best_epoch"], self.history)

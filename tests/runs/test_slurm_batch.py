@@ -303,3 +303,86 @@ def test_a_batch_outlives_a_restart_of_slurmctld(slurm, gated_bundle, tmp_path, 
     assert result.ok, result.failed
     assert [run["attempts"] for run in result.runs] == [1]
     wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
+
+
+TRAINING = [
+    "import os\nimport time\n\nimport labkit\n"
+    "from labkit.spectra import mock_survey, preprocess, rest_grid\n"
+    "from labkit.vae import TrainConfig, train\n"
+    "from labkit.vae.checkpoints import CheckpointStore",
+    'checkpoints = ""\ngate = ""',
+    "first = not os.path.exists(checkpoints)\n"
+    "grid = rest_grid(900.0, 9800.0, 2e-3)\n"
+    "spectra = preprocess(mock_survey(120, seed=5), grid=grid, cluster=False, progress=False)\n"
+    "if not first:\n"
+    "    state = CheckpointStore(checkpoints).latest_state()\n"
+    '    labkit.record("resumed_from", [state["epoch"], state.get("step")])',
+    "def hold(what):  # the first attempt waits at WHAT until the test says go (or cancels it)\n"
+    "    if first:\n"
+    '        with open(f"{gate}.{what}.tmp", "w") as handle:\n'
+    '            handle.write(f"{os.getppid()} {os.getpid()}")\n'
+    '        os.replace(f"{gate}.{what}.tmp", f"{gate}.{what}")\n'
+    "        deadline = time.monotonic() + 60\n"
+    '        while not os.path.exists(f"{gate}.{what}.go") and time.monotonic() < deadline:\n'
+    "            time.sleep(0.05)\n"
+    "\n"
+    "written = CheckpointStore.write_partial\n"
+    "\n"
+    "def write_then_hold(self, state):  # the walltime comes just after the checkpoint\n"
+    "    path = written(self, state)\n"
+    '    hold("checkpointed")\n'
+    "    return path\n"
+    "\n"
+    "CheckpointStore.write_partial = write_then_hold\n"
+    "config = TrainConfig(latent_dim=4, hidden=(32, 16), batch_size=16, epochs=3, kl_warmup=1)\n"
+    'result = train(spectra, config, "in-process", checkpoint_dir=checkpoints,\n'
+    '               resume=not first, progress=False,\n'
+    '               callback=lambda record: record["epoch"] == 1 and hold("epoch1"))\n'
+    'labkit.record("epochs", [record["epoch"] for record in result.history])',
+]
+
+
+@pytest.fixture(scope="module")
+def training_bundle(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("slurm-training") / "project"
+    folder.mkdir()
+    write_notebook(folder / "training.ipynb", TRAINING, tags={1: ["parameters"]})
+    return freeze(folder / "training.ipynb", name="training", out=folder.parent / "bundles")
+
+
+def test_a_task_warned_of_its_walltime_has_its_training_checkpoint_and_resume(
+    slurm, training_bundle, tmp_path
+):
+    """``--signal``: SIGUSR1 to the task (as SLURM sends it before walltime) reaches the
+    training kernel, which checkpoints after its current batch; the task is then cut off
+    (as the walltime would) and the run, submitted again, continues from that checkpoint."""
+    gate, checkpoints, out = tmp_path / "gate", tmp_path / "checkpoints", tmp_path / "batch"
+    grid = {"checkpoints": [str(checkpoints)], "gate": [str(gate)]}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(batch, training_bundle, grid, on="slurm", out=out, progress=False)
+        wait_for(lambda: Path(f"{gate}.epoch1").exists(), 120, "the first epoch trained")
+        task = _taker(out, _first_job(out), 0)
+        warned = slurm.run("scancel", "--signal=USR1", "--batch", task)
+        assert warned.returncode == 0, warned.stderr
+        log = out / "slurm" / "logs" / f"task-{task}.out"
+
+        def said(text: str) -> bool:
+            return log.is_file() and text in log.read_text()
+
+        wait_for(lambda: said("SIGUSR1: passed on to the kernel"), 30, "the signal passed on")
+        Path(f"{gate}.epoch1.go").touch()
+        held = Path(f"{gate}.checkpointed")
+        wait_for(held.exists, 60, "the checkpoint the signal asked for")
+        assert (checkpoints / "partial.pt").is_file()
+        task_pid, kernel_pid = map(int, held.read_text().split())
+        _cancel(slurm, task, task_pid, kernel_pid)
+        result = running.result(timeout=180)
+
+    assert said("SIGUSR1: this task starts no new run")
+    assert result.ok, result.failed
+    (run,) = result.runs
+    assert run["attempts"] == 2 and run["slurm_job_id"] != task
+    assert run["records"]["resumed_from"] == [1, 1]  # one batch into epoch 2
+    assert run["records"]["epochs"] == [1, 2, 3]
+    assert not (checkpoints / "partial.pt").exists()
+    wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
