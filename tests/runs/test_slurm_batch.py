@@ -336,7 +336,7 @@ TRAINING = [
     "CheckpointStore.write_partial = write_then_hold\n"
     "config = TrainConfig(latent_dim=4, hidden=(32, 16), batch_size=16, epochs=3, kl_warmup=1)\n"
     'result = train(spectra, config, "in-process", checkpoint_dir=checkpoints,\n'
-    '               resume=not first, progress=False,\n'
+    "               resume=not first, progress=False,\n"
     '               callback=lambda record: record["epoch"] == 1 and hold("epoch1"))\n'
     'labkit.record("epochs", [record["epoch"] for record in result.history])',
 ]
