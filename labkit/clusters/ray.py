@@ -146,6 +146,10 @@ class RayCluster(Cluster):
                     runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
                 )
         except Exception as exc:
+            # a Ray Client refused at its init stays half set up in this process, and the next
+            # ray.init (any cluster) then fails with an empty message: take it down now
+            with contextlib.suppress(Exception):
+                ray.shutdown()
             restore_auth()
             raise ConnectError(
                 f"cannot attach to the Ray cluster at {target.address}: {exc}",

@@ -22,15 +22,6 @@ import labkit
 from labkit.errors import SlurmError, UnsupportedOperationError
 from tests.conftest import wait_for
 
-# Opt-in for now: in full-suite runs the Ray Client server of a cluster sometimes died at start
-# (psutil ZombieProcess in Ray's proxier) during or after this module, and the pytest process's
-# Ray driver state was broken for every later module's Ray tests. Run it alone:
-#   LABKIT_TEST_RAY_SLURM=1 .venv/bin/python -m pytest tests/clusters/test_ray_slurm.py
-pytestmark = pytest.mark.skipif(
-    os.environ.get("LABKIT_TEST_RAY_SLURM") != "1",
-    reason="Ray on SLURM runs alone (LABKIT_TEST_RAY_SLURM=1): it unsettles later Ray tests",
-)
-
 
 @pytest.fixture(scope="module")
 def interface() -> Iterator[str]:
