@@ -410,11 +410,12 @@ class ArrayWatch:
         if round_ is None:
             entry.status, entry.error = "lost", "never submitted (its submitter ended first)"
             return
-        claim = claim_path(self.dir, round_["job_id"], index)
-        if not claim.is_file():
+        try:  # the task that took it
+            taker = claim_path(self.dir, round_["job_id"], index).read_text().strip()
+        except FileNotFoundError:
             self._place_untaken(index, round_, states)
             return
-        task_id = entry.slurm_job_id = f"{round_['job_id']}_{claim.read_text().strip()}"
+        task_id = entry.slurm_job_id = f"{round_['job_id']}_{taker}"
         state = states.get(task_id)
         if state is None:
             return
@@ -425,7 +426,8 @@ class ArrayWatch:
         self.queue.pop(index, None)
         log = self.dir / FOLDER / "logs" / f"task-{task_id}.out"
         said = log.read_text(errors="replace") if log.is_file() else ""
-        entry.status = "timeout" if TIME_LIMIT in said else "lost"
+        timed_out = TIME_LIMIT in said or state.ended_as == "TIMEOUT"
+        entry.status = "timeout" if timed_out else "lost"
         last = [line.strip() for line in said.splitlines() if line.strip()][-1:]
         entry.error = f"SLURM task {task_id} ended without a result: {(last or ['no output'])[0]}"
 
