@@ -364,3 +364,15 @@ def slurm() -> Iterator[object]:
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="module")
+def routable_interface() -> Iterator[str]:
+    """An interface of this host with a test-bed address, for Ray nodes (which refuse
+    loopback for a cluster of several nodes); deleted after the module."""
+    from tests.netbed import routable_address
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a test-bed address needs root and iproute2")
+    with routable_address() as (name, _):
+        yield name

@@ -42,6 +42,7 @@ register_backend(
     "ray",
     cluster="labkit.clusters.ray:RayCluster",
     launcher="labkit.server.launchers.ray:RayLauncher",
+    slurm_launcher="labkit.server.launchers.ray_slurm:RaySlurmLauncher",
 )
 register_backend(
     "dask",

@@ -107,35 +107,94 @@ def submit(options: SlurmOptions, folder: Path, tasks: int, *, join: bool) -> st
     return submit_script(script, flags + job_flags(options, tasks))
 
 
+class RaySlurmJobs:
+    """The SLURM jobs of one Ray cluster: the cluster job (the head and the first ``jobs - 1``
+    nodes, one allocation) and the one-node join jobs ``scale`` adds. Shared by the
+    notebook's ``RaySlurmCluster`` and the sidebar's launcher."""
+
+    def __init__(self, options: SlurmOptions, folder: Path, job_id: str):
+        self.options, self.folder, self.job_id = options, folder, job_id
+        self.join_ids: list[str] = []
+
+    @classmethod
+    def submit(cls, options: SlurmOptions) -> RaySlurmJobs:
+        """Check the request with SLURM, make the cluster's folder and token, submit its job."""
+        if options.jobs < 1:
+            raise ParameterError(
+                "a Ray cluster on SLURM needs jobs >= 1 (its first node is the head)"
+            )
+        _refuse_loopback(options.interface)
+        check_request(options, flags=job_flags(options, options.jobs))
+        folder = new_cluster_folder(options)
+        write_token(folder)
+        return cls(options, folder, submit(options, folder, options.jobs, join=False))
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.job_id, *self.join_ids]
+
+    @property
+    def token_file(self) -> Path:
+        return self.folder / TOKEN_FILE
+
+    def head(self) -> dict[str, str] | None:
+        """The head's addresses once its task wrote them (gcs, client, dashboard)."""
+        try:
+            return json.loads((self.folder / HEAD_FILE).read_text())
+        except FileNotFoundError:
+            return None
+
+    def states(self) -> list[JobState]:
+        """Each job as SLURM reports it (pending ones with SLURM's reason)."""
+        return list(job_states(self.ids).values())
+
+    def scale(self, n: int) -> None:
+        """``n`` Ray nodes: join jobs submitted or cancelled; below the cluster job's refused."""
+        base = self.options.jobs
+        if n < base:
+            raise UnsupportedOperationError(
+                f"cannot scale the Ray cluster of SLURM job {self.job_id} to {n} node(s): its "
+                f"first {base} nodes are one SLURM allocation, which cannot shrink; close it "
+                f"and start one with {n} node(s)"
+            )
+        extra = n - base
+        if extra < len(self.join_ids):
+            cancel_jobs(self.join_ids[extra:])
+            del self.join_ids[extra:]
+        while len(self.join_ids) < extra:
+            self.join_ids.append(submit(self.options, self.folder, 1, join=True))
+
+    def cancel(self) -> None:
+        """Cancel every job and remove the token (the nodes stop their Ray on ``scancel``)."""
+        try:
+            cancel_jobs(self.ids)
+        finally:
+            self.token_file.unlink(missing_ok=True)
+
+
 def start_ray_on_slurm(
     options: SlurmOptions, timeout: float, release_previous: Callable[[], None]
 ) -> RaySlurmCluster:
     """Submit the cluster job, wait for its head, attach, and wait for ``jobs`` nodes."""
-    if options.jobs < 1:
-        raise ParameterError("a Ray cluster on SLURM needs jobs >= 1 (its first node is the head)")
-    _refuse_loopback(options.interface)
-    check_request(options, flags=job_flags(options, options.jobs))  # the old connection kept
-    folder = new_cluster_folder(options)
-    write_token(folder)
-    job_id = submit(options, folder, options.jobs, join=False)
-    watch = _Watch(options, [job_id])  # one clock for the head and the nodes
+    jobs = RaySlurmJobs.submit(options)  # SLURM's refusal first: the old connection kept
+    watch = _Watch(options, [jobs.job_id])  # one clock for the head and the nodes
     cluster: RaySlurmCluster | None = None
     try:
-        head = _wait_for_head(folder, watch)
+        head = _wait_for_head(jobs, watch)
         cluster = RaySlurmCluster.connect(
             Target("ray-client", "ray", head["client"]),
             workers=None,
             timeout=timeout,
-            credentials=Credentials(token_file=str(folder / TOKEN_FILE)),
+            credentials=Credentials(token_file=str(jobs.token_file)),
             release_previous=release_previous,
         )
-        cluster.adopt(options, folder, job_id, head)
+        cluster.adopt(jobs, head)
         cluster.wait_for_nodes(options.jobs, watch)
     except BaseException:  # refused, timed out, or Ctrl-C: no job stays queued
         if cluster is not None:
             cluster.close()
         else:
-            cancel_jobs([job_id])
+            jobs.cancel()
         raise
     return cluster
 
@@ -149,14 +208,13 @@ def _refuse_loopback(interface: str | None) -> None:
         )
 
 
-def _wait_for_head(folder: Path, watch: _Watch) -> dict[str, str]:
+def _wait_for_head(jobs: RaySlurmJobs, watch: _Watch) -> dict[str, str]:
     """The head's addresses, once the job wrote them; pending time does not count."""
-    head_file = folder / HEAD_FILE
     with _bar(watch.options.jobs) as bar:
-        while not head_file.exists():
+        while (head := jobs.head()) is None:
             watch.check(0, bar, "its Ray head never answered")
             time.sleep(POLL_S)
-    return json.loads(head_file.read_text())
+    return head
 
 
 def _bar(total: int):
@@ -204,26 +262,35 @@ class RaySlurmCluster(RayCluster):
     ``workers()`` lists the Ray nodes; ``jobs()`` the SLURM jobs; ``close()`` cancels them.
     """
 
-    options: SlurmOptions
-    folder: Path
-    job_id: str  # the cluster job: the head and the first ``jobs - 1`` nodes
-    join_ids: list[str]  # one-node jobs added by ``scale``
+    slurm: RaySlurmJobs
     head: dict[str, str]
 
-    def adopt(self, options: SlurmOptions, folder: Path, job_id: str, head: dict) -> None:
+    def adopt(self, jobs: RaySlurmJobs, head: dict) -> None:
         """Make this attached client the owner of the SLURM jobs it was started with."""
         self.local = True  # labkit started it: scale() and close() act on its jobs
-        self.options, self.folder, self.job_id, self.head = options, folder, job_id, head
-        self.join_ids = []
+        self.slurm, self.head = jobs, head
         self.dashboard_url = head.get("dashboard") or self.dashboard_url
+
+    @property
+    def options(self) -> SlurmOptions:
+        return self.slurm.options
+
+    @property
+    def folder(self) -> Path:
+        return self.slurm.folder
+
+    @property
+    def job_id(self) -> str:
+        """The cluster job: the head and the first ``jobs - 1`` nodes."""
+        return self.slurm.job_id
 
     def jobs(self) -> list[JobState]:
         """Each job of the cluster as SLURM reports it (pending ones with SLURM's reason)."""
-        return list(job_states([self.job_id, *self.join_ids]).values())
+        return self.slurm.states()
 
     def wait_for_nodes(self, n: int, watch: _Watch | None = None) -> None:
         """Until ``n`` Ray nodes are alive; time a job spends pending does not count."""
-        watch = watch or _Watch(self.options, [self.job_id, *self.join_ids])
+        watch = watch or _Watch(self.options, self.slurm.ids)
         with _bar(n) as bar:
             while True:
                 joined = len(self.workers())
@@ -236,19 +303,7 @@ class RaySlurmCluster(RayCluster):
 
     def _scale(self, n: int) -> None:
         """``n`` Ray nodes; returns once the join jobs are submitted or cancelled."""
-        base = self.options.jobs
-        if n < base:
-            raise UnsupportedOperationError(
-                f"cannot scale the Ray cluster of SLURM job {self.job_id} to {n} node(s): its "
-                f"first {base} nodes are one SLURM allocation, which cannot shrink; close() it "
-                f"and connect with jobs={n}"
-            )
-        extra = n - base
-        if extra < len(self.join_ids):
-            cancel_jobs(self.join_ids[extra:])
-            del self.join_ids[extra:]
-        while len(self.join_ids) < extra:
-            self.join_ids.append(submit(self.options, self.folder, 1, join=True))
+        self.slurm.scale(n)
 
     def summary(self) -> dict[str, Any]:
         info = super().summary()
@@ -259,5 +314,4 @@ class RaySlurmCluster(RayCluster):
         try:
             super()._close()
         finally:
-            cancel_jobs([self.job_id, *self.join_ids])
-            (self.folder / TOKEN_FILE).unlink(missing_ok=True)  # it opened nothing else
+            self.slurm.cancel()

@@ -318,6 +318,10 @@ class ClusterManager(LoggingConfigurable):
             return
         if record.managed:
             assert record.launcher is not None
+            await asyncio.to_thread(record.launcher.refresh)
+            if record.launcher.address != record.address:  # a batch job's head has started
+                record.address = record.launcher.address
+                self._write_registry()
             record.busy, record.phase = True, "stopping"
             await self._in_process_thread(record.launcher.stop)
             self.log.info("labkit: stopped %s cluster %s", record.backend, record.name)
@@ -408,6 +412,10 @@ class ClusterManager(LoggingConfigurable):
             return record.phase, None, None
         if record.managed:
             assert record.launcher is not None
+            await asyncio.to_thread(record.launcher.refresh)
+            if record.launcher.address != record.address:  # a batch job's head has started
+                record.address = record.launcher.address
+                self._write_registry()
             # Kept once said: what a batch system tells of an ended job (cancelled, at its
             # walltime) it forgets a while later. Off the event loop: squeue may be slow.
             record.failure = record.failure or await asyncio.to_thread(record.launcher.failure)
@@ -421,7 +429,7 @@ class ClusterManager(LoggingConfigurable):
         waited = time.monotonic() - record.since
         settling = record.phase in ("starting", "scaling")
         if health.reachable:
-            ready = self._launcher_class(record.backend).ready(health, record.requested or 1)
+            ready = type(record.launcher).ready(health, record.requested or 1)
             if settling and not ready and waited < self.startup_timeout:
                 return record.phase, None, health
             record.phase = "running"
@@ -445,6 +453,8 @@ class ClusterManager(LoggingConfigurable):
         registered cluster's own host (the one its address names)."""
         if host in LOCAL_HOSTS or (record.managed and host == self.bind_host):
             return True
+        if record.launcher is not None and record.launcher.on == "slurm":
+            return True  # its head is on a compute node, which browsers rarely reach
         if not self.proxy_remote_dashboards or record.managed:
             return False
         try:
@@ -528,7 +538,8 @@ class ClusterManager(LoggingConfigurable):
     async def _probe(self, record: ClusterRecord) -> Health:
         launcher_class = self._launcher_class(record.backend)
         credentials = Credentials(token_file=record.token_file, tls=record.tls)
-        return await probe_with(launcher_class, record.address, self.probe_timeout, credentials)
+        address = (record.launcher and record.launcher.probe_address) or record.address
+        return await probe_with(launcher_class, address, self.probe_timeout, credentials)
 
     async def _in_process_thread(self, fn, *args):
         loop = asyncio.get_running_loop()

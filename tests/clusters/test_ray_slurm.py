@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,17 +19,6 @@ import pytest
 import labkit
 from labkit.errors import SlurmError, UnsupportedOperationError
 from tests.conftest import wait_for
-
-
-@pytest.fixture(scope="module")
-def interface() -> Iterator[str]:
-    """An interface of this host with a test-bed address (Ray refuses loopback for nodes)."""
-    from tests.netbed import routable_address
-
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("a test-bed address needs root and iproute2")
-    with routable_address() as (name, _):
-        yield name
 
 
 def _options(folder: Path, interface: str, **more) -> dict:
@@ -64,8 +51,12 @@ def _stop(procs: list[psutil.Process]) -> None:
             proc.kill()
 
 
-def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, interface, tmp_path):
-    cluster = labkit.connect(backend="ray", on="slurm", jobs=2, **_options(tmp_path, interface))
+def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(
+    slurm, routable_interface, tmp_path
+):
+    cluster = labkit.connect(
+        backend="ray", on="slurm", jobs=2, **_options(tmp_path, routable_interface)
+    )
     job_id, token = cluster.job_id, cluster.folder / "auth_token"
     try:
         assert labkit.current() is cluster and cluster.address.startswith("ray://")
@@ -103,8 +94,12 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(slurm, interf
             _stop(_ray_processes(dirs))
 
 
-def test_a_job_whose_head_never_starts_fails_naming_it_and_its_output(slurm, interface, tmp_path):
-    options = _options(tmp_path, interface, prologue=["echo preparing the node", "sleep 300"])
+def test_a_job_whose_head_never_starts_fails_naming_it_and_its_output(
+    slurm, routable_interface, tmp_path
+):
+    options = _options(
+        tmp_path, routable_interface, prologue=["echo preparing the node", "sleep 300"]
+    )
     with pytest.raises(SlurmError, match=r"SLURM job \d+ has run 3 s") as err:
         labkit.connect(backend="ray", on="slurm", jobs=1, startup_timeout=3, **options)
     assert "its Ray head never answered" in str(err.value)

@@ -45,7 +45,7 @@ async def _until(api, cluster_id: str, check, what: str, timeout: float = 90):
 
 async def test_the_sidebar_starts_scales_and_stops_dask_on_slurm(api, manager, slurm):
     status, backends = await api("GET", "backends")
-    [on_slurm] = [b for b in backends if b["on"] == "slurm"]
+    [on_slurm] = [b for b in backends if b["on"] == "slurm" and b["name"] == "dask"]
     assert (on_slurm["name"], on_slurm["label"]) == ("dask", "Dask on SLURM")
     assert on_slurm["profiles"] == ["nowhere", "small"]
 
@@ -99,7 +99,7 @@ async def test_server_shutdown_cancels_the_jobs(api, manager, slurm):
         ({"profile": "nowhere"}, "invalid partition specified: nope"),
         ({"profile": "huge"}, "no SLURM profile 'huge': known profiles are nowhere, small"),
         ({"on": "moon"}, "unknown 'on' 'moon'"),
-        ({"backend": "ray"}, "unknown backend 'ray' on SLURM: choose one of dask"),
+        ({"backend": "spark"}, "unknown backend 'spark' on SLURM: choose one of dask, ray"),
     ],
 )
 async def test_slurm_refusals_name_the_cause_and_submit_nothing(api, slurm, body, words):

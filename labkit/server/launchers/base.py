@@ -45,7 +45,8 @@ class Launcher(ABC):
     def __init__(self, workdir: Path, host: str):
         self.workdir = workdir
         self.host = host
-        self.address = ""
+        self.address = ""  # where notebooks attach
+        self.probe_address: str | None = None  # where the server asks it, if not ``address``
         self.dashboard_port: int | None = None
         self.token_file: str | None = None
         self.tls: dict[str, str] | None = None  # a client's TLS files, where the cluster wants them
@@ -59,6 +60,11 @@ class Launcher(ABC):
     def jobs(self) -> list[JobState] | None:
         """The batch jobs its workers run in, as the batch system reports them; None when
         its workers are processes of this machine."""
+        return None
+
+    def refresh(self) -> None:
+        """Learn what the cluster reported since the last look (a batch job's head writes
+        its address once SLURM runs it); called off the event loop before each status."""
         return None
 
     def queued(self) -> bool:
