@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -215,6 +216,22 @@ def job_states(job_ids: list[str], *, strict: bool = False) -> dict[str, JobStat
         state.job_id: state for state in map(parse_job_line, out.stdout.splitlines()) if state
     }
     return {job_id: listed.get(job_id, JobState(job_id, "ENDED", None)) for job_id in job_ids}
+
+
+class RecentJobStates:
+    """``job_states`` asked of squeue at most once per ``ttl`` seconds for the same jobs: one
+    sidebar poll reads a cluster's jobs several times (its failure, its queue, its card)."""
+
+    def __init__(self, ttl: float = 1.0):
+        self.ttl = ttl
+        self._asked: tuple[float, tuple[str, ...], list[JobState]] | None = None
+
+    def __call__(self, job_ids: list[str]) -> list[JobState]:
+        now, key = time.monotonic(), tuple(job_ids)
+        asked = self._asked
+        if asked is None or asked[1] != key or now - asked[0] > self.ttl:
+            asked = self._asked = (now, key, list(job_states(job_ids).values()))
+        return asked[2]
 
 
 def cancel_jobs(job_ids: Iterable[str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 import labkit
+from labkit.clusters import slurm as slurm_module
 from labkit.errors import ParameterError, SlurmError
 from tests.conftest import wait_for
 
@@ -83,3 +84,21 @@ def test_importing_dask_jobqueue_keeps_the_interrupt_handler():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_recent_job_states_ask_squeue_once_per_poll(monkeypatch):
+    asked: list[list[str]] = []
+
+    def job_states(ids):
+        asked.append(list(ids))
+        return {i: slurm_module.JobState(i, "RUNNING", None) for i in ids}
+
+    monkeypatch.setattr(slurm_module, "job_states", job_states)
+    recent = slurm_module.RecentJobStates(ttl=60)
+    first = recent(["1", "2"])
+    assert recent(["1", "2"]) is first and asked == [["1", "2"]]  # the same poll: no squeue
+    recent(["1", "2", "3"])  # scaled: other jobs, asked again
+    assert asked[-1] == ["1", "2", "3"]
+    recent.ttl = 0
+    recent(["1", "2", "3"])
+    assert len(asked) == 3

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from labkit.clusters.certificates import make_certificates
 from labkit.clusters.dask_slurm import StartupWatch, describe_problem, new_jobqueue
-from labkit.clusters.slurm import JobState, SlurmOptions, check_request, job_states
+from labkit.clusters.slurm import JobState, RecentJobStates, SlurmOptions, check_request
 from labkit.log import logger
 from labkit.server.launchers.dask import DaskLauncher
 from labkit.server.processes import ManagedProcess
@@ -39,6 +39,7 @@ class DaskSlurmLauncher(DaskLauncher):
         self.jobqueue: Any = None
         self.tls_folder: Path | None = None
         self.watch: StartupWatch | None = None
+        self.recent_states = RecentJobStates()
         self.job_ids: dict[str, str] = {}  # worker name -> its SLURM job, as last seen
 
     @property
@@ -85,7 +86,7 @@ class DaskSlurmLauncher(DaskLauncher):
                 self.job_ids[name] = str(job.job_id)
         wanted = set(self.jobqueue.worker_spec.copy())  # scaling down takes names out of it
         self.job_ids = {name: job for name, job in self.job_ids.items() if name in wanted}
-        return list(job_states(list(self.job_ids.values())).values())
+        return self.recent_states(list(self.job_ids.values()))
 
     def queued(self) -> bool:
         return any(job.state == "PENDING" for job in self.jobs())

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from labkit.clusters.address import split_host_port
 from labkit.clusters.dask_slurm import StartupWatch, describe_problem
 from labkit.clusters.ray_slurm import RaySlurmJobs
-from labkit.clusters.slurm import JobState, SlurmOptions
+from labkit.clusters.slurm import JobState, RecentJobStates, SlurmOptions
 from labkit.log import logger
 from labkit.server.launchers.ray import RayLauncher
 from labkit.server.probes import Health
@@ -42,6 +42,7 @@ class RaySlurmLauncher(RayLauncher):
         self.options = options or SlurmOptions()
         self.slurm: RaySlurmJobs | None = None
         self.watch: StartupWatch | None = None
+        self.recent_states = RecentJobStates()
 
     @property
     def takes_remote_nodes(self) -> bool:
@@ -76,7 +77,7 @@ class RaySlurmLauncher(RayLauncher):
         self.workers = workers
 
     def jobs(self) -> list[JobState]:
-        return self.slurm.states() if self.slurm is not None else []
+        return self.recent_states(self.slurm.ids) if self.slurm is not None else []
 
     def queued(self) -> bool:
         return any(job.state == "PENDING" for job in self.jobs())
