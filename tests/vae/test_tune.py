@@ -16,6 +16,7 @@ import labkit
 from labkit.errors import ParameterError, UnsupportedOperationError
 from labkit.runs import list_runs
 from labkit.vae import TrainConfig, tune
+from labkit.vae.tune import grace_period
 from tests.conftest import start_process, stop_process, wait_for_service
 
 BASE = TrainConfig(latent_dim=4, hidden=(32, 16), batch_size=32, kl_warmup=1, threads=1)
@@ -52,6 +53,13 @@ def test_bad_settings_are_refused_before_any_trial(rest_spectra, tmp_path):
     (tmp_path / "old" / "sweep.json").write_text('{"kind": "sweep"}')
     with pytest.raises(ParameterError, match="a sweep already ran in .*old: resume=True"):
         tune(rest_spectra, SPACE, storage_path=tmp_path, name="old")
+
+
+def test_the_first_rung_waits_for_the_kl_weight():
+    assert grace_period(16, 2) == 2  # 1/8 of max_epochs
+    assert grace_period(30, 5) == 5  # the default warm-up ends after 1/8 of 30 epochs
+    assert grace_period(3, 0) == 1
+    assert grace_period(4, 10) == 4  # never past max_epochs
 
 
 def test_tuning_on_dask_says_it_needs_ray(rest_spectra, dask_scheduler, tmp_path):
@@ -113,6 +121,7 @@ import sys
 import labkit
 from labkit.spectra import mock_survey, preprocess, rest_grid
 from labkit.vae import TrainConfig, tune
+from labkit.vae.tune import grace_period
 from tests.vae.conftest import GRID
 
 spectra = preprocess(mock_survey(240, anomaly_fraction=0.02, seed=5),
