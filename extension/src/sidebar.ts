@@ -203,7 +203,10 @@ export class ClusterPanel extends Widget {
         this.startRow.append(button);
         this.backendSelect.append(h('option', { value: backend.name }, backend.name));
       } else {
-        this.slurmRow.append(...(profile ? [profile] : []), button);
+        // one row per backend: a profile and its button side by side fit the sidebar
+        this.slurmRow.append(
+          h('div', { className: 'labkit-row labkit-slurm' }, ...(profile ? [profile] : []), button)
+        );
       }
     }
     this.slurmRow.hidden = this.slurmRow.childElementCount === 0;
@@ -481,7 +484,7 @@ export class ClusterPanel extends Widget {
   private backendsLoading: Promise<void> | null = null;
   private startButtons = new Map<Backend, HTMLButtonElement>();
   private startRow: HTMLElement = h('div', { className: 'labkit-row' });
-  private slurmRow: HTMLElement = h('div', { className: 'labkit-row labkit-slurm', hidden: true });
+  private slurmRow: HTMLElement = h('div', { className: 'labkit-slurm-rows', hidden: true });
   private banner!: HTMLElement;
   private list!: HTMLElement;
   private empty!: HTMLElement;
