@@ -32,6 +32,8 @@ import signal
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,9 @@ from labkit.runs.slurm_array import claim_path, outcome_path, parse_ranges, read
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)
 HISTORY = ["--HistoryManager.hist_file=:memory:"]  # as nbclient starts a kernel
 STOP_WAIT_S = 30.0  # for the last kernels to shut down before the task ends
+STUCK_S = 30.0  # a run reserved this long waits behind a long run: an idle task takes it
+RESERVER = f"{this_host()} {os.getpid()}"  # what a reservation holds
+IDLE_POLL_S = 0.2
 
 
 @dataclass
@@ -80,6 +85,17 @@ class TaskRuns:
         task["source"] = str(self.bundle.notebook_path)
         task["env"] = planned["env"]
         return Run(index, task, self.starting.submit(start_kernel, task))
+
+    def take_when_idle(self, stopped: Callable[[], bool]) -> Run | None:
+        """This task has nothing to run: a free run, or one another task reserved over
+        ``STUCK_S`` ago and has not started; waits while reserved runs may yet start; None
+        when every run has started (or ``stopped()``)."""
+        while not stopped():
+            run = self.take(steal=True)
+            if run is not None or not reserved_runs(self.dir, self.job_id, self.indices):
+                return run
+            time.sleep(IDLE_POLL_S)
+        return None
 
     def own(self, run: Run) -> bool:
         """Take a reserved run for good, to start it now; False if another task has."""
@@ -121,17 +137,43 @@ class TaskRuns:
 def reserve(batch_dir: Path, job_id: str, task: str, indices: list[int], steal: bool) -> int | None:
     """A run for this task: the first of ``indices`` that no task has taken or reserved,
     reserved now (``NNN.next``), else (``steal``: this task is idle) the first that another
-    task reserved but has not started, taken now (``NNN``: whoever makes it runs the run);
-    None when there is none."""
+    task reserved over ``STUCK_S`` ago and has not started, taken now (``NNN``: whoever
+    makes it runs the run); None when there is none."""
     claims = [claim_path(batch_dir, job_id, index) for index in indices]
     claims[0].parent.mkdir(parents=True, exist_ok=True)
     for index, taken in zip(indices, claims, strict=True):
-        if not taken.exists() and _link(task, _reserved(taken)):
+        if not taken.exists() and _link(RESERVER, _reserved(taken)):
             return index
     for index, taken in zip(indices, claims, strict=True):
-        if steal and _link(task, taken):
+        if steal and _stuck(taken) and _link(task, taken):
             return index
     return None
+
+
+def reserved_runs(batch_dir: Path, job_id: str, indices: list[int]) -> bool:
+    """Whether some run is reserved by a task but not started yet."""
+    claims = (claim_path(batch_dir, job_id, index) for index in indices)
+    return any(_reserved(taken).exists() and not taken.exists() for taken in claims)
+
+
+def _stuck(taken: Path) -> bool:
+    """A reservation over ``STUCK_S`` old, or one by a task on this host that has ended."""
+    try:
+        host, pid = _reserved(taken).read_text().split()
+        age = time.time() - _reserved(taken).stat().st_mtime
+    except (FileNotFoundError, ValueError):
+        return False
+    return age > STUCK_S or (host == this_host() and not _alive(int(pid)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _reserved(taken: Path) -> Path:
@@ -276,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, warning)
     _skip_slow_optional_imports()
     runs = TaskRuns(batch_dir, job_id, task, indices)
-    upcoming = runs.take(steal=True)
+    upcoming = runs.take_when_idle(lambda: warning.given)
     import papermill  # noqa: F401  (execute_task's; imported while the first kernel starts)
 
     while upcoming is not None and not warning.given:
@@ -289,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             outcome["slurm_job_id"] = f"{job_id}_{task}"
             write_json(outcome_path(batch_dir, run.index), outcome)
         runs.shut_down(km)
-        if upcoming is None and not warning.given:  # idle: a run another task reserved
-            upcoming = runs.take(steal=True)
+        if upcoming is None:
+            upcoming = runs.take_when_idle(lambda: warning.given)
     if upcoming is not None:
         runs.release(upcoming)
     runs.close()

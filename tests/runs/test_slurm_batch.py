@@ -386,3 +386,28 @@ def test_a_task_warned_of_its_walltime_has_its_training_checkpoint_and_resume(
     assert run["records"]["epochs"] == [1, 2, 3]
     assert not (checkpoints / "partial.pt").exists()
     wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
+
+
+def test_an_idle_task_takes_only_runs_stuck_behind_another_task(tmp_path, monkeypatch):
+    """Claims without SLURM: a task reserves the next free run while one runs; an idle task
+    takes a reserved run only when its reserver has ended or has held it ``STUCK_S``."""
+    from labkit.runs import slurm_task
+
+    runs, job = [0, 1, 2], "7"
+    assert [slurm_task.reserve(tmp_path, job, "0", runs, steal=True) for _ in runs] == runs
+    assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) is None  # held, just now
+    assert slurm_task.reserved_runs(tmp_path, job, runs)
+
+    ended = subprocess.Popen(["true"])  # a process that has ended: its pid is free
+    ended.wait()
+    reserved = claim_path(tmp_path, job, 1).with_name("001.next")
+    reserved.write_text(f"{slurm_task.this_host()} {ended.pid}")
+    assert slurm_task.reserve(tmp_path, job, "1", runs, steal=False) is None  # busy: no taking
+    assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) == 1  # its reserver ended
+    assert claim_path(tmp_path, job, 1).read_text() == "1"
+
+    monkeypatch.setattr(slurm_task, "STUCK_S", -1.0)  # every reservation held "long"
+    assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) == 0
+    assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) == 2
+    assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) is None
+    assert not slurm_task.reserved_runs(tmp_path, job, runs)
