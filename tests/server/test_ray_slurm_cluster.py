@@ -12,6 +12,7 @@ import pytest
 from traitlets.config import Config
 
 import labkit
+from tests.clusters.test_ray_slurm import _node_dirs, _ray_processes, _stop
 from tests.conftest import wait_for
 from tests.server.test_slurm_clusters import _until
 
@@ -32,7 +33,7 @@ def jp_server_config(tmp_path, routable_interface) -> Config:
     )
 
 
-async def test_the_sidebar_starts_and_stops_ray_on_slurm(api, manager, slurm):
+async def test_the_sidebar_starts_and_stops_ray_on_slurm(api, manager, slurm, tmp_path):
     status, backends = await api("GET", "backends")
     [ray] = [b for b in backends if b["on"] == "slurm" and b["name"] == "ray"]
     assert (ray["label"], ray["worker_unit"], ray["profiles"]) == (
@@ -59,7 +60,12 @@ async def test_the_sidebar_starts_and_stops_ray_on_slurm(api, manager, slurm):
         await asyncio.to_thread(labkit.disconnect)
 
     token = manager._clusters[cid].launcher.token_file
-    status, _ = await api("DELETE", "clusters", cid)
-    assert status == 204
-    await asyncio.to_thread(wait_for, lambda: not slurm.jobs(), 60, "the cluster's job cancelled")
-    assert not os.path.exists(token)
+    dirs = _node_dirs(tmp_path, running["jobs"][0]["job_id"])
+    try:
+        status, _ = await api("DELETE", "clusters", cid)
+        assert status == 204
+        await asyncio.to_thread(wait_for, lambda: not slurm.jobs(), 60, "the job cancelled")
+        assert len(dirs) == 2 and not os.path.exists(token)
+        await asyncio.to_thread(wait_for, lambda: not _ray_processes(dirs), 30, "nodes stopped")
+    finally:
+        _stop(_ray_processes(dirs))
