@@ -72,7 +72,7 @@ from labkit.runs.run_tracking import RunTracking, kernel_env
 STATE = "slurm.json"
 FOLDER = "slurm"
 SCRIPT = "task.sh"
-POLL_S = 0.5  # outcome files: cheap
+POLL_S = 0.2  # outcome files: cheap
 SQUEUE_EVERY_S = 2.0  # squeue: one request to the controller each time
 SAVE_EVERY_S = 2.0
 TIME_LIMIT = "DUE TO TIME LIMIT"  # slurmstepd's words for a task killed at its walltime
