@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -50,7 +51,7 @@ FORWARDED = (signal.SIGUSR1, signal.SIGUSR2)
 HISTORY = ["--HistoryManager.hist_file=:memory:"]  # as nbclient starts a kernel
 STOP_WAIT_S = 30.0  # for the last kernels to shut down before the task ends
 STUCK_S = 30.0  # a run reserved this long waits behind a long run: an idle task takes it
-RESERVER = f"{this_host()} {os.getpid()}"  # what a reservation holds
+RESERVER = f"{socket.gethostname()} {os.getpid()}"  # what a reservation holds
 IDLE_POLL_S = 0.2
 
 
@@ -163,7 +164,7 @@ def _stuck(taken: Path) -> bool:
         age = time.time() - _reserved(taken).stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False
-    return age > STUCK_S or (host == this_host() and not _alive(int(pid)))
+    return age > STUCK_S or (host == socket.gethostname() and not _alive(int(pid)))
 
 
 def _alive(pid: int) -> bool:

@@ -401,7 +401,7 @@ def test_an_idle_task_takes_only_runs_stuck_behind_another_task(tmp_path, monkey
     ended = subprocess.Popen(["true"])  # a process that has ended: its pid is free
     ended.wait()
     reserved = claim_path(tmp_path, job, 1).with_name("001.next")
-    reserved.write_text(f"{slurm_task.this_host()} {ended.pid}")
+    reserved.write_text(f"{slurm_task.socket.gethostname()} {ended.pid}")
     assert slurm_task.reserve(tmp_path, job, "1", runs, steal=False) is None  # busy: no taking
     assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) == 1  # its reserver ended
     assert claim_path(tmp_path, job, 1).read_text() == "1"
