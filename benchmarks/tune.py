@@ -7,7 +7,15 @@ so both sides try the same settings) each run to max_epochs without early stoppi
 (interleaved repeats, the same seed, the fastest of each side: the machine's noise is larger than
 the overhead; target <= 1.05); batch_tracking_overhead_ratio: the same for a batch of 8 runs on
 a 2-worker local Dask cluster (target <= 1.1). Both sides of every
-ratio run in this process, on an embedded local cluster.
+ratio run in this process, on an embedded local cluster; ``sweep_load_*`` is the machine's
+1-minute load average before and after the two sweeps (other jobs share the cores).
+
+Size of the sweeps (--quick): an epoch of one trial takes ~0.24 s on one core, so a full
+trial trains ~4 s, against ~0.3 s of setup and ~1 s of finishing (the population fit) in a
+warm trial process and ~10-20 s per sweep before its first report (Tune's start, the trial
+processes' start and imports; measured at load 4-6 on 2 cores). The fixed part is thus
+~15-25% of the full-length sweep: it raises the wall ratio above the epoch ratio
+(``sweep_*_epochs``), which is the scheduler's own figure.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ def measure_sweeps(data, work: Path, max_epochs: int) -> dict[str, float]:
     base = TrainConfig(hidden=(128, 64), batch_size=64, kl_warmup=2, threads=1, seed=3)
     space = {name: ray_tune.grid_search(values) for name, values in SPACE_GRID.items()}
     labkit.connect(backend="ray")
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"load_before": os.getloadavg()[0]}
     try:
         for scheduler in ("asha", None):
             start = time.perf_counter()
@@ -77,6 +85,7 @@ def measure_sweeps(data, work: Path, max_epochs: int) -> dict[str, float]:
             out[f"{label}_epochs"] = float(result.trials["epoch"].sum())
     finally:
         labkit.disconnect()
+    out["load_after"] = os.getloadavg()[0]
     return out
 
 
