@@ -12,7 +12,8 @@
 - ``slurm_batch_speedup``: 8 runs of a small bundle one after another with
   ``papermill.execute_notebook`` (the raw tool), over the same 8 as one job array with
   ``labkit batch --on slurm`` (2 one-CPU tasks at a time), submission to results.json included;
-  median over turns, both sides warmed by one run first. The array is as wide as labkit
+  median over turns (2 with ``--quick``, else 3; each side first in every other turn), both
+  sides warmed by one run first. The array is as wide as labkit
   makes it by default (2 tasks on the 2-CPU node, each taking runs in turn).
 
     sudo .venv/bin/python benchmarks/slurm.py [--quick] [--batch-only]
@@ -28,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -120,13 +122,15 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
     sequential("warm")
     array("warm", [0])
     seq, arr = [], []
-    for turn in range(turns):
-        started = time.perf_counter()
-        sequential(str(turn))
-        seq.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        array(str(turn), seeds)
-        arr.append(time.perf_counter() - started)
+    for turn in range(turns):  # each side first in every other turn: the machine is shared
+        tag = str(turn)
+        sides = [(seq, partial(sequential, tag)), (arr, partial(array, tag, seeds))]
+        for times, side in sides[:: 1 if turn % 2 == 0 else -1]:
+            started = time.perf_counter()
+            side()
+            times.append(time.perf_counter() - started)
+    print(f"batch turns (s): sequential {[round(t, 2) for t in seq]}, array "
+          f"{[round(t, 2) for t in arr]}")  # fmt: skip
     return statistics.median(seq), statistics.median(arr)
 
 
@@ -140,7 +144,7 @@ def batch_only(quick: bool) -> None:
 
     with slurm_bed() as bed, tempfile.TemporaryDirectory() as scratch:
         os.environ["SLURM_CONF"] = str(bed.conf)
-        sequential_s, array_s = batch_times(bed, Path(scratch), 1 if quick else 3)
+        sequential_s, array_s = batch_times(bed, Path(scratch), 2 if quick else 3)
     print(f"{N_BATCH} runs: sequential {sequential_s:.2f} s, array {array_s:.2f} s: "
           f"{sequential_s / array_s:.2f}x")  # fmt: skip
 
@@ -173,7 +177,7 @@ def main() -> None:
             ray.append(ray_ready(folder, interface))
             wait_idle(bed)
             submit.append(submit_overhead(bed, folder))
-        sequential_s, array_s = batch_times(bed, folder, 1 if args.quick else 3)
+        sequential_s, array_s = batch_times(bed, folder, 2 if args.quick else 3)
     metrics = {
         "slurm_dask_ready_s": statistics.median(ours),
         "slurm_dask_ready_raw_s": statistics.median(raw),
