@@ -178,6 +178,17 @@ def _print_ray_logs(temp_dir: str, lines: int = 8) -> None:
                 print(f"labkit: the end of {path}:", *tail, sep="\n", flush=True)
 
 
+def _print_client_server_errors(temp_dir: str, lines: int = 12) -> None:
+    """The end of each Ray Client server's error log that has one, into the job's output: a
+    server that died as a notebook attached says why only there (the temp dir then goes)."""
+    logs = Path(temp_dir) / "session_latest" / "logs"
+    for path in sorted(logs.glob("ray_client_server*.err")):
+        with contextlib.suppress(OSError):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            if any("Error" in line or "Traceback" in line for line in tail):
+                print(f"labkit: the end of {path}:", *tail, sep="\n", flush=True)
+
+
 def _head_address(folder: Path) -> dict[str, str]:
     """The head's addresses, once its task wrote them (the job's own walltime bounds this)."""
     path = folder / HEAD_FILE
@@ -242,6 +253,7 @@ class _Stopper:
         node, self.node = self.node, None
         if node is None:
             return
+        _print_client_server_errors(node.temp_dir)  # first: SLURM kills the task soon after
         procs = _node_processes(node.ray.pid, node.temp_dir)
         for proc in procs:
             with contextlib.suppress(psutil.Error):

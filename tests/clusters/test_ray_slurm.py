@@ -18,7 +18,7 @@ import pytest
 
 import labkit
 from labkit.errors import SlurmError, UnsupportedOperationError
-from tests.conftest import wait_for
+from tests.conftest import ray_on_slurm_tests, wait_for
 
 
 def _options(folder: Path, interface: str, **more) -> dict:
@@ -51,6 +51,7 @@ def _stop(procs: list[psutil.Process]) -> None:
             proc.kill()
 
 
+@ray_on_slurm_tests
 def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(
     slurm, routable_interface, tmp_path
 ):

@@ -13,10 +13,10 @@ from traitlets.config import Config
 
 import labkit
 from tests.clusters.test_ray_slurm import _node_dirs, _ray_processes, _stop
-from tests.conftest import wait_for
+from tests.conftest import ray_on_slurm_tests, wait_for
 from tests.server.test_slurm_clusters import _until
 
-pytestmark = pytest.mark.usefixtures("slurm")
+pytestmark = [pytest.mark.usefixtures("slurm"), ray_on_slurm_tests]
 
 
 @pytest.fixture
