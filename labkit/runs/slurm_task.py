@@ -164,17 +164,9 @@ def _stuck(taken: Path) -> bool:
         age = time.time() - _reserved(taken).stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False
-    return age > STUCK_S or (host == socket.gethostname() and not _alive(int(pid)))
+    import psutil
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return age > STUCK_S or (host == socket.gethostname() and not psutil.pid_exists(int(pid)))
 
 
 def _reserved(taken: Path) -> Path:

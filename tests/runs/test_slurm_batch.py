@@ -45,12 +45,17 @@ CELLS = [
 CLI = [sys.executable, "-m", "labkit.cli"]
 
 
+def _bundle(tmp_path_factory, name: str, cells: list[str]) -> Path:
+    """A frozen bundle of one notebook ``name`` whose second cell holds the parameters."""
+    folder = tmp_path_factory.mktemp(f"slurm-{name}") / "project"
+    folder.mkdir()
+    write_notebook(folder / f"{name}.ipynb", cells, tags={1: ["parameters"]})
+    return freeze(folder / f"{name}.ipynb", name=name, out=folder.parent / "bundles")
+
+
 @pytest.fixture(scope="module")
 def gated_bundle(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("slurm-batch") / "project"
-    folder.mkdir()
-    write_notebook(folder / "gated.ipynb", CELLS, tags={1: ["parameters"]})
-    return freeze(folder / "gated.ipynb", name="gated", out=folder.parent / "bundles")
+    return _bundle(tmp_path_factory, "gated", CELLS)
 
 
 def _alive(pid: int) -> bool:
@@ -344,10 +349,7 @@ TRAINING = [
 
 @pytest.fixture(scope="module")
 def training_bundle(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("slurm-training") / "project"
-    folder.mkdir()
-    write_notebook(folder / "training.ipynb", TRAINING, tags={1: ["parameters"]})
-    return freeze(folder / "training.ipynb", name="training", out=folder.parent / "bundles")
+    return _bundle(tmp_path_factory, "training", TRAINING)
 
 
 def test_a_task_warned_of_its_walltime_has_its_training_checkpoint_and_resume(
