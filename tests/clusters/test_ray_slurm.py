@@ -95,6 +95,7 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(
             _stop(_ray_processes(dirs))
 
 
+@ray_on_slurm_tests
 def test_a_job_whose_head_never_starts_fails_naming_it_and_its_output(
     slurm, routable_interface, tmp_path
 ):
