@@ -318,10 +318,6 @@ class ClusterManager(LoggingConfigurable):
             return
         if record.managed:
             assert record.launcher is not None
-            await asyncio.to_thread(record.launcher.refresh)
-            if record.launcher.address != record.address:  # a batch job's head has started
-                record.address = record.launcher.address
-                self._write_registry()
             record.busy, record.phase = True, "stopping"
             await self._in_process_thread(record.launcher.stop)
             self.log.info("labkit: stopped %s cluster %s", record.backend, record.name)
