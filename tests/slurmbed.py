@@ -11,9 +11,11 @@ to use it from another shell; Ctrl-C stops it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -186,11 +188,8 @@ def slurm_bed() -> Iterator[SlurmBed]:
 def main() -> None:
     with slurm_bed() as bed:
         print(f"export SLURM_CONF={bed.conf}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()  # until Ctrl-C
 
 
 if __name__ == "__main__":

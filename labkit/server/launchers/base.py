@@ -69,7 +69,7 @@ class Launcher(ABC):
 
     def queued(self) -> bool:
         """Whether workers wait in a batch queue: a start does not time out meanwhile."""
-        return False
+        return any(job.state == "PENDING" for job in self.jobs() or ())
 
     def join_command(self) -> str | None:
         """The command another host runs to join this cluster as a worker node (with the

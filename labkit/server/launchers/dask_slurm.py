@@ -88,9 +88,6 @@ class DaskSlurmLauncher(DaskLauncher):
         self.job_ids = {name: job for name, job in self.job_ids.items() if name in wanted}
         return self.recent_states(list(self.job_ids.values()))
 
-    def queued(self) -> bool:
-        return any(job.state == "PENDING" for job in self.jobs())
-
     def failure(self) -> str | None:
         if self.jobqueue is None or self.watch is None:
             return None

@@ -79,9 +79,6 @@ class RaySlurmLauncher(RayLauncher):
     def jobs(self) -> list[JobState]:
         return self.recent_states(self.slurm.ids) if self.slurm is not None else []
 
-    def queued(self) -> bool:
-        return any(job.state == "PENDING" for job in self.jobs())
-
     def failure(self) -> str | None:
         if self.slurm is None or self.watch is None:
             return None
