@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from tests.conftest import free_ports, stop_process
 
@@ -183,6 +186,28 @@ def slurm_bed() -> Iterator[SlurmBed]:
         for proc in reversed(bed.processes):
             stop_process(proc)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def ray_node_dirs(folder: Path, job_id: str) -> list[str]:
+    """The temp dirs of the job's Ray nodes, as its tasks printed them."""
+    output = (folder / f"labkit-ray-{job_id}.out").read_text()
+    return re.findall(r"Ray node at \S+ \((/\S+)\)", output)
+
+
+def ray_node_processes(dirs: list[str]) -> list[psutil.Process]:
+    """Processes of the job's Ray nodes, found by their temp dirs."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(d in part for part in proc.info["cmdline"] or () for d in dirs):
+            found.append(proc)
+    return found
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    """Kill what a test could not stop otherwise (a node its job left behind)."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def main() -> None:

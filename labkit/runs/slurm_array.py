@@ -26,7 +26,8 @@ file means finished (ok, or failed: a failing notebook is not retried); a run wh
 ``squeue`` no longer lists and that left no outcome was lost (``scancel``, a node that
 died) or, when the task's output says so, hit its walltime (``timeout``); a run no task
 took before all of its array's tasks ended was lost too. Those are submitted again as a new
-small array of just their indices, up to ``retries`` more times. Whichever process watches
+small array of just their indices, up to ``retries`` more times (a run that hit its
+walltime: once). Whichever process watches
 (the submitter, ``--status``, ``--resume``) logs each finished run to MLflow, once.
 
 Near its walltime a task gets ``--signal`` (default ``B:USR1@120``: SIGUSR1 two minutes
@@ -294,6 +295,7 @@ class ArrayWatch:
         self.limit = [self.state["retries"] + 1] * len(tasks)  # attempts each run may have
         self.queue: dict[int, JobState] = {}  # unfinished runs as squeue last saw them
         self.round_of: dict[int, dict[str, Any]] = {}  # each run's latest submission
+        self.rerun_after_timeout: set[int] = set()  # walltime is retried once, not `retries`
         self.entries = [
             BatchEntry(
                 parameters=task["parameters"],
@@ -355,7 +357,9 @@ class ArrayWatch:
             array_flag(range(width)),
         ]
         job_id = submit_script(self.dir / FOLDER / SCRIPT, flags, [index_ranges(indices)])
+        timed_out = [index for index in indices if self.entries[index].status == "timeout"]
         round_ = {"job_id": job_id, "indices": indices, "width": width, "submitted": now_iso()}
+        round_["timed_out"] = timed_out
         self.state["rounds"].append(round_)
         write_json(self.dir / STATE, self.state)
         self._submitted(round_)
@@ -370,6 +374,7 @@ class ArrayWatch:
             entry.attempts += 1
             entry.slurm_job_id = round_["job_id"]
             self.round_of[index] = round_
+        self.rerun_after_timeout.update(round_.get("timed_out", ()))
 
     # -- what each run is -------------------------------------------------------------------
 
@@ -473,11 +478,16 @@ class ArrayWatch:
         log()
 
     def retriable(self, fresh: bool = False) -> list[int]:
-        """Runs lost or timed out with attempts left (``fresh``: whatever their attempts)."""
+        """Runs lost with attempts left, or timed out for the first time (``fresh``: whatever
+        their attempts). A run that hit its walltime twice would hit it again."""
+        if fresh:
+            self.rerun_after_timeout.clear()
         return [
             index
             for index, entry in enumerate(self.entries)
-            if entry.status in ("lost", "timeout") and (fresh or entry.attempts < self.limit[index])
+            if entry.status in ("lost", "timeout")
+            and (fresh or entry.attempts < self.limit[index])
+            and not (entry.status == "timeout" and index in self.rerun_after_timeout)
         ]
 
     def in_flight(self) -> bool:

@@ -7,18 +7,16 @@ Ray joins nodes only on a routable address, so the nodes use a test-bed address 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import stat
 from pathlib import Path
 
-import psutil
 import pytest
 
 import labkit
 from labkit.errors import SlurmError, UnsupportedOperationError
 from tests.conftest import ray_on_slurm_tests, wait_for
+from tests.slurmbed import kill_all, ray_node_dirs, ray_node_processes
 
 
 def _options(folder: Path, interface: str, **more) -> dict:
@@ -28,27 +26,6 @@ def _options(folder: Path, interface: str, **more) -> dict:
         "interface": interface,
         "log_directory": str(folder),
     } | more
-
-
-def _node_dirs(folder: Path, job_id: str) -> list[str]:
-    """The temp dirs of the job's Ray nodes, as its tasks printed them."""
-    output = (folder / f"labkit-ray-{job_id}.out").read_text()
-    return re.findall(r"Ray node at \S+ \((/\S+)\)", output)
-
-
-def _ray_processes(dirs: list[str]) -> list[psutil.Process]:
-    """Processes of the job's Ray nodes, found by their temp dirs."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(d in part for part in proc.info["cmdline"] or () for d in dirs):
-            found.append(proc)
-    return found
-
-
-def _stop(procs: list[psutil.Process]) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
 
 
 @ray_on_slurm_tests
@@ -83,16 +60,16 @@ def test_a_notebook_attaches_to_ray_nodes_running_as_one_slurm_job(
         with pytest.raises(UnsupportedOperationError, match=f"SLURM job {job_id}.*cannot shrink"):
             cluster.scale(1)
     finally:
-        dirs = _node_dirs(tmp_path, job_id)
+        dirs = ray_node_dirs(tmp_path, job_id)
         try:
             cluster.close()
             wait_for(lambda: not slurm.jobs(), 60, "every job cancelled")
             assert len(dirs) == 2
-            wait_for(lambda: not _ray_processes(dirs), 30, "the Ray nodes stopped")
+            wait_for(lambda: not ray_node_processes(dirs), 30, "the Ray nodes stopped")
             assert not [d for d in dirs if os.path.exists(d)]  # each node removed its temp dir
             assert not token.exists()
         finally:
-            _stop(_ray_processes(dirs))
+            kill_all(ray_node_processes(dirs))
 
 
 @ray_on_slurm_tests

@@ -413,3 +413,22 @@ def test_an_idle_task_takes_only_runs_stuck_behind_another_task(tmp_path, monkey
     assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) == 2
     assert slurm_task.reserve(tmp_path, job, "1", runs, steal=True) is None
     assert not slurm_task.reserved_runs(tmp_path, job, runs)
+
+
+def test_a_run_that_hits_its_walltime_is_retried_once_and_a_lost_one_up_to_retries(tmp_path):
+    """What a watcher resubmits, from the batch's own record of its rounds (no SLURM here)."""
+    from labkit.runs.slurm_array import ArrayWatch
+
+    tasks = [{"parameters": {"x": x}, "mlflow_run_id": None} for x in (1, 2)]
+    first = {"job_id": "10", "indices": [0, 1], "width": 2, "timed_out": []}
+    state = {"tasks": tasks, "retries": 3, "rounds": [first]}
+    watch = ArrayWatch(tmp_path, state)
+    watch.entries[0].status, watch.entries[1].status = "timeout", "lost"
+    assert watch.retriable() == [0, 1]
+
+    again = {"job_id": "11", "indices": [0, 1], "width": 2, "timed_out": [0]}
+    state["rounds"].append(again)
+    watch = ArrayWatch(tmp_path, state)  # as --status reads the folder afresh
+    watch.entries[0].status, watch.entries[1].status = "timeout", "lost"
+    assert watch.retriable() == [1]
+    assert watch.retriable(fresh=True) == [0, 1]  # --resume: the user asks for it again

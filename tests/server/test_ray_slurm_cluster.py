@@ -12,9 +12,9 @@ import pytest
 from traitlets.config import Config
 
 import labkit
-from tests.clusters.test_ray_slurm import _node_dirs, _ray_processes, _stop
 from tests.conftest import ray_on_slurm_tests, wait_for
 from tests.server.test_slurm_clusters import _until
+from tests.slurmbed import kill_all, ray_node_dirs, ray_node_processes
 
 pytestmark = [pytest.mark.usefixtures("slurm"), ray_on_slurm_tests]
 
@@ -60,12 +60,12 @@ async def test_the_sidebar_starts_and_stops_ray_on_slurm(api, manager, slurm, tm
         await asyncio.to_thread(labkit.disconnect)
 
     token = manager._clusters[cid].launcher.token_file
-    dirs = _node_dirs(tmp_path, running["jobs"][0]["job_id"])
+    dirs = ray_node_dirs(tmp_path, running["jobs"][0]["job_id"])
     try:
         status, _ = await api("DELETE", "clusters", cid)
         assert status == 204
         await asyncio.to_thread(wait_for, lambda: not slurm.jobs(), 60, "the job cancelled")
         assert len(dirs) == 2 and not os.path.exists(token)
-        await asyncio.to_thread(wait_for, lambda: not _ray_processes(dirs), 30, "nodes stopped")
+        await asyncio.to_thread(wait_for, lambda: not ray_node_processes(dirs), 30, "nodes stopped")
     finally:
-        _stop(_ray_processes(dirs))
+        kill_all(ray_node_processes(dirs))
