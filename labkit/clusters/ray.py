@@ -63,6 +63,36 @@ def new_ray_temp_dir() -> str:
 RECONNECT_ENV = "RAY_CLIENT_RECONNECT_GRACE_PERIOD"
 
 
+# How a Ray Client init fails when the head could not start the server process it gives
+# each client (the process died at once; seen on a busy 2-core machine, not repeatable)
+_CLIENT_SERVER_DIED = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
+
+
+def _init_remote(address: str, timeout: float, attempts: int = 2):
+    """``ray.init`` on a running cluster; a Ray Client whose per-client server died starting
+    is tried once more (the head starts a fresh one on another port)."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with _reconnect_within(timeout):
+                return ray.init(
+                    address=address,
+                    log_to_driver=True,
+                    runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
+                )
+        except ConnectionAbortedError as exc:
+            if attempt == attempts or not any(text in str(exc) for text in _CLIENT_SERVER_DIED):
+                raise
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            warnings.warn(
+                f"the Ray head at {address} could not start this client's server; trying again",
+                stacklevel=4,
+            )
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def _reconnect_within(timeout: float) -> Iterator[None]:
     """Give a Ray Client made inside this block half of ``timeout`` to win back a lost server,
@@ -139,12 +169,7 @@ class RayCluster(Cluster):
         release_previous()
         restore_auth = use_token(token)
         try:
-            with _reconnect_within(timeout):
-                context = ray.init(
-                    address=target.address,
-                    log_to_driver=True,
-                    runtime_env={"worker_process_setup_hook": ray_worker_setup.HOOK},
-                )
+            context = _init_remote(target.address, timeout)
         except Exception as exc:
             # a Ray Client refused at its init stays half set up in this process, and the next
             # ray.init (any cluster) then fails with an empty message: take it down now

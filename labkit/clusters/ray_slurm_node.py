@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from labkit.clusters.address import on_loopback
 from labkit.clusters.ports import free_ports
@@ -178,15 +178,16 @@ def _print_ray_logs(temp_dir: str, lines: int = 8) -> None:
                 print(f"labkit: the end of {path}:", *tail, sep="\n", flush=True)
 
 
-def _print_client_server_errors(temp_dir: str, lines: int = 12) -> None:
-    """The end of each Ray Client server's error log that has one, into the job's output: a
-    server that died as a notebook attached says why only there (the temp dir then goes)."""
+def print_client_server_errors(temp_dir: str, lines: int = 12, file: TextIO | None = None) -> None:
+    """The end of each Ray Client server's error log that has one, into the job's output (or
+    ``file``): a server that died as a notebook attached says why only there (the temp dir
+    goes with the node)."""
     logs = Path(temp_dir) / "session_latest" / "logs"
     for path in sorted(logs.glob("ray_client_server*.err")):
         with contextlib.suppress(OSError):
             tail = path.read_text(errors="replace").splitlines()[-lines:]
             if any("Error" in line or "Traceback" in line for line in tail):
-                print(f"labkit: the end of {path}:", *tail, sep="\n", flush=True)
+                print(f"labkit: the end of {path}:", *tail, sep="\n", flush=True, file=file)
 
 
 def _head_address(folder: Path) -> dict[str, str]:
@@ -253,7 +254,7 @@ class _Stopper:
         node, self.node = self.node, None
         if node is None:
             return
-        _print_client_server_errors(node.temp_dir)  # first: SLURM kills the task soon after
+        print_client_server_errors(node.temp_dir)  # first: SLURM kills the task soon after
         procs = _node_processes(node.ray.pid, node.temp_dir)
         for proc in procs:
             with contextlib.suppress(psutil.Error):

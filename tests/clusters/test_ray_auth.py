@@ -87,3 +87,37 @@ def test_closing_puts_the_token_settings_of_this_process_back(ray_head, monkeypa
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(before)
     assert "RAY_AUTH_MODE" not in os.environ
     assert find_token().value == "the user's own token"
+
+
+def test_a_client_server_that_dies_starting_is_tried_once_more(monkeypatch):
+    """Ray's own message when the head's per-client server process dies at once (a stand-in
+    for ray.init: the failure is real but not repeatable on demand)."""
+    import ray
+
+    from labkit.clusters import ray as ray_module
+
+    died = ConnectionAbortedError(
+        "Initialization failure from server:\nRuntimeError: Starting Ray client server failed."
+    )
+    calls: list[str] = []
+    answers = iter([died, "context"])
+
+    def init(address, **_):
+        calls.append(address)
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with pytest.warns(UserWarning, match="could not start this client's server; trying again"):
+        assert ray_module._init_remote("ray://127.0.0.1:1", 5) == "context"
+    assert calls == ["ray://127.0.0.1:1", "shutdown", "ray://127.0.0.1:1"]
+
+    answers = iter([died, died])
+    with pytest.warns(UserWarning), pytest.raises(ConnectionAbortedError, match="client server"):
+        ray_module._init_remote("ray://127.0.0.1:1", 5)
+    answers = iter([ConnectionAbortedError("Initialization failure from server: bad token")])
+    with pytest.raises(ConnectionAbortedError, match="bad token"):  # not retried
+        ray_module._init_remote("ray://127.0.0.1:1", 5)
