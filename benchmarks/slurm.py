@@ -11,10 +11,12 @@
   idle node (the job writes the time it began);
 - ``slurm_batch_speedup``: 8 runs of a small bundle one after another with
   ``papermill.execute_notebook`` (the raw tool), over the same 8 as one job array with
-  ``labkit batch --on slurm`` (2 one-CPU tasks at a time), submission to results.json included;
-  median over turns (2 with ``--quick``, else 3; each side first in every other turn), both
-  sides warmed by one run first. The array is as wide as labkit
-  makes it by default (2 tasks on the 2-CPU node, each taking runs in turn).
+  ``labkit batch --on slurm`` (2 one-CPU tasks at a time), timed from submission until
+  ``batch`` returns with results.json written (the tasks' own exit, kernels shutting down and
+  SLURM's clean-up, is waited out untimed before the next turn); median over turns (2 with
+  ``--quick``, else 3; each side first in every other turn), both sides warmed by one run
+  first. The array is as wide as labkit makes it by default (2 tasks on the 2-CPU node, each
+  taking runs in turn).
 
     sudo .venv/bin/python benchmarks/slurm.py [--quick] [--batch-only]
 
@@ -110,14 +112,21 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
     bundle = load_bundle(freeze(source, name="analysis", out=folder / "bundles"))
     seeds = list(range(N_BATCH))
 
-    def sequential(tag: str) -> None:
+    def sequential(tag: str) -> float:
+        started = time.perf_counter()
         run_sequentially(bundle, seeds, folder, source.parent, tag)
+        return time.perf_counter() - started
 
-    def array(tag: str, values: list[int]) -> None:
+    def array(tag: str, values: list[int]) -> float:
+        """Submission to results.json; the tasks' own ending (kernels shutting down, SLURM's
+        clean-up) is waited for after the clock stops, so it cannot slow the next turn."""
         out = folder / f"array-{tag}"
+        started = time.perf_counter()
         result = batch(bundle, {"seed": values}, on="slurm", memory="1GiB", out=out)
+        seconds = time.perf_counter() - started
         assert result.ok, result.failed
         wait_idle(bed)
+        return seconds
 
     sequential("warm")
     array("warm", [0])
@@ -126,9 +135,7 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
         tag = str(turn)
         sides = [(seq, partial(sequential, tag)), (arr, partial(array, tag, seeds))]
         for times, side in sides[:: 1 if turn % 2 == 0 else -1]:
-            started = time.perf_counter()
-            side()
-            times.append(time.perf_counter() - started)
+            times.append(side())
     print(f"batch turns (s): sequential {[round(t, 2) for t in seq]}, array "
           f"{[round(t, 2) for t in arr]}")  # fmt: skip
     return statistics.median(seq), statistics.median(arr)
