@@ -149,15 +149,41 @@ def ray_head(tmp_path_factory, ray_token_file) -> Iterator[RayHead]:
         yield head
 
 
+# what `ray start` says when its raylet did not register within Ray's fixed 30 s (seen once
+# in a full-suite run on the 2 busy cores); such a head is started once more
+RAYLET_TOO_SLOW = "The current node timed out during startup"
+
+
 @contextmanager
 def running_ray_head(work: Path, token_file: Path, cpus: int = 2) -> Iterator[RayHead]:
     """``ray start --head`` on loopback with token auth and a client server; stopped by PID."""
     from labkit.clusters.ray import new_ray_temp_dir
-    from labkit.clusters.ray_auth import RayToken, check_access
     from labkit.clusters.ray_slurm_node import print_client_server_errors
 
-    # pytest's own temp paths grow too long for the Unix sockets Ray keeps in its temp dir
-    temp_dir = new_ray_temp_dir()
+    for attempt in (1, 2):
+        # pytest's own temp paths grow too long for the Unix sockets Ray keeps in its temp dir
+        temp_dir = new_ray_temp_dir()
+        log = work / f"ray-start-{attempt}.log"
+        head = _start_ray_head(temp_dir, token_file, cpus, log)
+        try:
+            _wait_for_ray_head(head, log)
+        except RuntimeError:
+            stop_process(head.proc)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            if attempt == 2 or RAYLET_TOO_SLOW not in log.read_text():
+                raise
+            continue
+        try:
+            yield head
+        finally:
+            stop_process(head.proc)
+            # a Ray Client server that died starting says why only in the head's logs
+            print_client_server_errors(temp_dir, file=sys.__stderr__)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        return
+
+
+def _start_ray_head(temp_dir: str, token_file: Path, cpus: int, log: Path) -> RayHead:
     gcs, client, *others = free_ports(9)
     env = dict(os.environ)
     env.pop("RAY_AUTH_TOKEN", None)
@@ -180,26 +206,24 @@ def running_ray_head(work: Path, token_file: Path, cpus: int = 2) -> Iterator[Ra
     args += ["--disable-usage-stats"]
     for flag, port in ports.items():
         args += [flag, str(port)]
-    log = work / "ray-start.log"
     proc = start_process(args, log, env)
-    token = RayToken(token_file.read_text().strip(), str(token_file), token_file)
-    head = RayHead(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", token_file, proc)
-    try:
-        for address, is_client in ((head.gcs_address, False), (head.client_address, True)):
-            wait_for_service(
-                proc,
-                log,
-                lambda a=address, c=is_client: check_access(a, c, token, 2) or True,
-                f"Ray head at {address}",
-            )
-        # the GCS answers before the head node and the dashboard have registered: wait for both
-        wait_for_service(proc, log, lambda: _ray_ready(head), "Ray head node and dashboard")
-        yield head
-    finally:
-        stop_process(proc)
-        # a Ray Client server that died starting says why only in the head's logs
-        print_client_server_errors(temp_dir, file=sys.__stderr__)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    return RayHead(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}", token_file, proc)
+
+
+def _wait_for_ray_head(head: RayHead, log: Path) -> None:
+    """Until the GCS, the Ray Client server, the head node and the dashboard answer."""
+    from labkit.clusters.ray_auth import RayToken, check_access
+
+    token = RayToken(head.token_file.read_text().strip(), str(head.token_file), head.token_file)
+    for address, is_client in ((head.gcs_address, False), (head.client_address, True)):
+        wait_for_service(
+            head.proc,
+            log,
+            lambda a=address, c=is_client: check_access(a, c, token, 2) or True,
+            f"Ray head at {address}",
+        )
+    # the GCS answers before the head node and the dashboard have registered: wait for both
+    wait_for_service(head.proc, log, lambda: _ray_ready(head), "Ray head node and dashboard")
 
 
 def _ray_ready(head: RayHead) -> bool:
@@ -369,13 +393,21 @@ def slurm() -> Iterator[object]:
                 os.environ["SLURM_CONF"] = before
 
 
-# In earlier full-suite runs a Ray Client server died now and then starting a notebook's
-# session ("Starting Ray client server failed"), never when a module ran alone; labkit now
-# tries such an attach once more, and a test head prints any such server's log on its way
-# out. LABKIT_TEST_RAY_SLURM=0 leaves out the tests that start Ray nodes on SLURM.
+# In full-suite runs a Ray Client server died now and then starting a notebook's session
+# ("Starting Ray client server failed"), never when a module ran alone; labkit tries such an
+# attach once more (a suite run showed it doing so and passing), and a test head prints any
+# such server's log on its way out. LABKIT_TEST_RAY_SLURM: 0 leaves out every test that starts
+# Ray nodes on SLURM, 1 adds the sidebar's (below).
 ray_on_slurm_tests = pytest.mark.skipif(
     os.environ.get("LABKIT_TEST_RAY_SLURM") == "0",
     reason="LABKIT_TEST_RAY_SLURM=0 leaves out Ray on SLURM",
+)
+# The sidebar's Ray on SLURM (~90 s in a suite run) adds to what the notebook's attach and the
+# sidebar's Dask on SLURM cover only its launcher module: it runs with LABKIT_TEST_RAY_SLURM=1,
+# to keep `make test` within its time.
+ray_on_slurm_sidebar_tests = pytest.mark.skipif(
+    os.environ.get("LABKIT_TEST_RAY_SLURM") != "1",
+    reason="the sidebar's Ray on SLURM runs with LABKIT_TEST_RAY_SLURM=1 (suite time)",
 )
 
 
