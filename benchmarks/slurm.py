@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -104,8 +103,9 @@ def submit_overhead(bed, folder: Path) -> float:
     return began - started
 
 
-def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
-    """Median seconds of ``N_BATCH`` runs: sequential papermill, and one labkit job array."""
+def batch_times(bed, folder: Path, turns: int) -> tuple[float, float, float]:
+    """Median seconds of ``N_BATCH`` runs: sequential papermill, one labkit job array until
+    its results, and the same until its tasks have left the queue."""
     from labkit.runs import batch, freeze, load_bundle
 
     source = write_notebook(folder / "project" / "analysis.ipynb")
@@ -117,7 +117,7 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
         run_sequentially(bundle, seeds, folder, source.parent, tag)
         return time.perf_counter() - started
 
-    def array(tag: str, values: list[int]) -> float:
+    def array(tag: str, values: list[int]) -> tuple[float, float]:
         """Submission to results.json; the tasks' own ending (kernels shutting down, SLURM's
         clean-up) is waited for after the clock stops, so it cannot slow the next turn."""
         out = folder / f"array-{tag}"
@@ -126,19 +126,23 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float]:
         seconds = time.perf_counter() - started
         assert result.ok, result.failed
         wait_idle(bed)
-        return seconds
+        return seconds, time.perf_counter() - started
 
     sequential("warm")
     array("warm", [0])
-    seq, arr = [], []
+    seq, arr, idle = [], [], []
     for turn in range(turns):  # each side first in every other turn: the machine is shared
         tag = str(turn)
-        sides = [(seq, partial(sequential, tag)), (arr, partial(array, tag, seeds))]
-        for times, side in sides[:: 1 if turn % 2 == 0 else -1]:
-            times.append(side())
+        for side in ("sequential", "array")[:: 1 if turn % 2 == 0 else -1]:
+            if side == "sequential":
+                seq.append(sequential(tag))
+            else:
+                until_results, until_idle = array(tag, seeds)
+                arr.append(until_results)
+                idle.append(until_idle)
     print(f"batch turns (s): sequential {[round(t, 2) for t in seq]}, array "
-          f"{[round(t, 2) for t in arr]}")  # fmt: skip
-    return statistics.median(seq), statistics.median(arr)
+          f"{[round(t, 2) for t in arr]} ({[round(t, 2) for t in idle]} until idle)")  # fmt: skip
+    return statistics.median(seq), statistics.median(arr), statistics.median(idle)
 
 
 def wait_idle(bed) -> None:
@@ -151,7 +155,7 @@ def batch_only(quick: bool) -> None:
 
     with slurm_bed() as bed, tempfile.TemporaryDirectory() as scratch:
         os.environ["SLURM_CONF"] = str(bed.conf)
-        sequential_s, array_s = batch_times(bed, Path(scratch), 2 if quick else 3)
+        sequential_s, array_s, _ = batch_times(bed, Path(scratch), 2 if quick else 3)
     print(f"{N_BATCH} runs: sequential {sequential_s:.2f} s, array {array_s:.2f} s: "
           f"{sequential_s / array_s:.2f}x")  # fmt: skip
 
@@ -184,7 +188,7 @@ def main() -> None:
             ray.append(ray_ready(folder, interface))
             wait_idle(bed)
             submit.append(submit_overhead(bed, folder))
-        sequential_s, array_s = batch_times(bed, folder, 2 if args.quick else 3)
+        sequential_s, array_s, idle_s = batch_times(bed, folder, 2 if args.quick else 3)
     metrics = {
         "slurm_dask_ready_s": statistics.median(ours),
         "slurm_dask_ready_raw_s": statistics.median(raw),
@@ -193,6 +197,7 @@ def main() -> None:
         "slurm_batch_speedup": round(sequential_s / array_s, 4),
         "slurm_batch_sequential_s": round(sequential_s, 3),
         "slurm_batch_array_s": round(array_s, 3),
+        "slurm_batch_array_until_idle_s": round(idle_s, 3),
         "turns": turns,
     }
     print_table(
