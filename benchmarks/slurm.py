@@ -16,7 +16,11 @@
   SLURM's clean-up, is waited out untimed before the next turn); median over turns (2 with
   ``--quick``, else 3; each side first in every other turn), both sides warmed by one run
   first. The array is as wide as labkit makes it by default (2 tasks on the 2-CPU node, each
-  taking runs in turn).
+  taking runs in turn). ``slurm_batch_array_until_idle_s``: the same arrays until their tasks
+  have left the queue;
+- ``slurm_many_*``: 32 runs as a 32-task array, the many-kernels case where papermill users
+  meet ZMQ's "Address already in use" and kernel start timeouts: runs ok, kernels labkit had
+  to start again, that message in the tasks' output.
 
     sudo .venv/bin/python benchmarks/slurm.py [--quick] [--batch-only]
 
@@ -26,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -145,6 +150,31 @@ def batch_times(bed, folder: Path, turns: int) -> tuple[float, float, float]:
     return statistics.median(seq), statistics.median(arr), statistics.median(idle)
 
 
+def many_runs(bed, folder: Path, runs: int = 32) -> dict[str, float]:
+    """``runs`` runs as an array ``runs`` tasks wide (SLURM starts two at a time on the
+    2-CPU node, each with a kernel of its own): how many ended ok, how many kernels had to be
+    started again, and how often the tasks' output shows ZMQ's "Address already in use"."""
+    from labkit.runs import batch, freeze, load_bundle
+
+    source = write_notebook(folder / "many-project" / "analysis.ipynb")
+    bundle = load_bundle(freeze(source, name="many", out=folder / "many-bundles"))
+    out = folder / "many"
+    started = time.perf_counter()
+    grid = {"seed": list(range(runs))}
+    result = batch(bundle, grid, on="slurm", memory="1GiB", tasks=runs, out=out, progress=False)
+    seconds = time.perf_counter() - started
+    wait_idle(bed)
+    outcomes = [json.loads(p.read_text()) for p in (out / "slurm" / "outcomes").glob("*.json")]
+    said = "".join(p.read_text(errors="replace") for p in (out / "slurm" / "logs").glob("*"))
+    return {
+        "slurm_many_runs": runs,
+        "slurm_many_runs_ok": sum(run["status"] == "ok" for run in result.runs),
+        "slurm_many_kernel_restarts": sum(o.get("kernel_starts", 1) - 1 for o in outcomes),
+        "slurm_many_zmq_address_in_use": said.count("Address already in use"),
+        "slurm_many_runs_s": round(seconds, 3),
+    }
+
+
 def wait_idle(bed) -> None:
     while bed.jobs():
         time.sleep(0.2)
@@ -189,6 +219,7 @@ def main() -> None:
             wait_idle(bed)
             submit.append(submit_overhead(bed, folder))
         sequential_s, array_s, idle_s = batch_times(bed, folder, 2 if args.quick else 3)
+        many = many_runs(bed, folder)
     metrics = {
         "slurm_dask_ready_s": statistics.median(ours),
         "slurm_dask_ready_raw_s": statistics.median(raw),
@@ -198,6 +229,7 @@ def main() -> None:
         "slurm_batch_sequential_s": round(sequential_s, 3),
         "slurm_batch_array_s": round(array_s, 3),
         "slurm_batch_array_until_idle_s": round(idle_s, 3),
+        **many,
         "turns": turns,
     }
     print_table(
@@ -215,6 +247,9 @@ def main() -> None:
     print(f"batch as a job array: {metrics['slurm_batch_speedup']:.2f}x sequential papermill")
     print(f"submit to start, median: {metrics['slurm_submit_overhead_s']:.2f} s")
     print(f"ray ready, 2 nodes in one job, median: {metrics['slurm_ray_ready_s']:.2f} s")
+    print(f"{many['slurm_many_runs']} one-run tasks: {many['slurm_many_runs_ok']} ok, "
+          f"{many['slurm_many_kernel_restarts']} kernels started again, "
+          f"{many['slurm_many_zmq_address_in_use']} 'Address already in use'")  # fmt: skip
     write_results("slurm", args.quick, metrics)
 
 
