@@ -68,7 +68,7 @@ RECONNECT_ENV = "RAY_CLIENT_RECONNECT_GRACE_PERIOD"
 _CLIENT_SERVER_DIED = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
 
 
-def _init_remote(address: str, timeout: float, attempts: int = 2):
+def _init_remote(address: str, timeout: float, attempts: int = 2) -> Any:
     """``ray.init`` on a running cluster; a Ray Client whose per-client server died starting
     is tried once more (the head starts a fresh one on another port)."""
     import ray

@@ -27,8 +27,8 @@ file means finished (ok, or failed: a failing notebook is not retried); a run wh
 died) or, when the task's output says so, hit its walltime (``timeout``); a run no task
 took before all of its array's tasks ended was lost too. Those are submitted again as a new
 small array of just their indices, up to ``retries`` more times (a run that hit its
-walltime: once). Whichever process watches
-(the submitter, ``--status``, ``--resume``) logs each finished run to MLflow, once.
+walltime: once). Whichever process watches (the submitter, ``--status``, ``--resume``)
+logs each finished run to MLflow, once.
 
 Near its walltime a task gets ``--signal`` (default ``B:USR1@120``: SIGUSR1 two minutes
 before): it passes the signal on to the running notebook's kernel if that kernel handles it
@@ -274,6 +274,7 @@ def resume_batch(batch_dir: str | Path, progress: bool = True) -> BatchResult:
     watch = ArrayWatch(Path(batch_dir))
     with watch.watching():
         watch.collect(ask_slurm=True)
+        watch.rerun_after_timeout.clear()  # the user asks for them: another walltime each
         for index in watch.retriable(fresh=True):
             watch.limit[index] = watch.entries[index].attempts + 1 + watch.state["retries"]
         return watch.wait(progress)
@@ -295,7 +296,7 @@ class ArrayWatch:
         self.limit = [self.state["retries"] + 1] * len(tasks)  # attempts each run may have
         self.queue: dict[int, JobState] = {}  # unfinished runs as squeue last saw them
         self.round_of: dict[int, dict[str, Any]] = {}  # each run's latest submission
-        self.rerun_after_timeout: set[int] = set()  # walltime is retried once, not `retries`
+        self.rerun_after_timeout: set[int] = set()  # runs already resubmitted after a timeout
         self.entries = [
             BatchEntry(
                 parameters=task["parameters"],
@@ -478,10 +479,8 @@ class ArrayWatch:
         log()
 
     def retriable(self, fresh: bool = False) -> list[int]:
-        """Runs lost with attempts left, or timed out for the first time (``fresh``: whatever
-        their attempts). A run that hit its walltime twice would hit it again."""
-        if fresh:
-            self.rerun_after_timeout.clear()
+        """Runs lost or timed out with attempts left (``fresh``: whatever their attempts); a
+        run that timed out again after its rerun is not one: it would hit its walltime again."""
         return [
             index
             for index, entry in enumerate(self.entries)
