@@ -167,10 +167,12 @@ def running_ray_head(work: Path, token_file: Path, cpus: int = 2) -> Iterator[Ra
         head = _start_ray_head(temp_dir, token_file, cpus, log)
         try:
             _wait_for_ray_head(head, log)
-        except RuntimeError:
+        except BaseException as exc:  # a head that did not come up is stopped, whatever failed
             stop_process(head.proc)
             shutil.rmtree(temp_dir, ignore_errors=True)
-            if attempt == 2 or RAYLET_TOO_SLOW not in log.read_text():
+            if attempt == 2 or not isinstance(exc, RuntimeError):
+                raise
+            if RAYLET_TOO_SLOW not in log.read_text():
                 raise
             continue
         try:
