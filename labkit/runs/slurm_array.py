@@ -358,9 +358,13 @@ class ArrayWatch:
             array_flag(range(width)),
         ]
         job_id = submit_script(self.dir / FOLDER / SCRIPT, flags, [index_ranges(indices)])
-        timed_out = [index for index in indices if self.entries[index].status == "timeout"]
-        round_ = {"job_id": job_id, "indices": indices, "width": width, "submitted": now_iso()}
-        round_["timed_out"] = timed_out
+        round_ = {
+            "job_id": job_id,
+            "indices": indices,
+            "width": width,
+            "submitted": now_iso(),
+            "timed_out": [i for i in indices if self.entries[i].status == "timeout"],
+        }
         self.state["rounds"].append(round_)
         write_json(self.dir / STATE, self.state)
         self._submitted(round_)

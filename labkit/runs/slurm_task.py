@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from labkit.clusters.where import this_host
 from labkit.runs.bundle import load_bundle, write_json
 from labkit.runs.execute import execute_task, make_task
@@ -164,8 +166,6 @@ def _stuck(taken: Path) -> bool:
         age = time.time() - _reserved(taken).stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False
-    import psutil
-
     return age > STUCK_S or (host == socket.gethostname() and not psutil.pid_exists(int(pid)))
 
 

@@ -142,9 +142,9 @@ class SpectrumVAE(nn.Module):
         self.decoder_linear = nn.Linear(latent_dim, n_pixels, bias=False)
         # and its mirror in the encoder: a linear projection onto the latent means
         self.encoder_linear = nn.Linear(n_pixels, latent_dim, bias=False)
-        # a copy: the grid may be a read-only view (a store's, one Ray shares), which torch
-        # warns about sharing
-        self.register_buffer("wave", torch.tensor(np.array(wave, dtype=np.float64)))
+        # a copy (torch.tensor): the grid may be a read-only view (a store's, one Ray shares),
+        # which torch.as_tensor warns about sharing
+        self.register_buffer("wave", torch.tensor(wave, dtype=torch.float64))
         self.register_buffer("flux_mean", torch.zeros(n_pixels))
         self.register_buffer("flux_std", torch.ones(n_pixels))
         self.population = TrainingPopulation(latent_dim, n_pixels)

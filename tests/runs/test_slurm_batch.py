@@ -18,6 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from labkit.clusters.slurm import array_flag
@@ -58,14 +59,6 @@ def gated_bundle(tmp_path_factory) -> Path:
     return _bundle(tmp_path_factory, "gated", CELLS)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _held(gate: Path) -> tuple[int, int]:
     """Wait for the held run's first attempt; its task's and its kernel's PIDs."""
     started = gate.with_name(gate.name + ".started")
@@ -77,11 +70,11 @@ def _held(gate: Path) -> tuple[int, int]:
 def _cancel(slurm, task_id: str, task_pid: int, kernel_pid: int) -> None:
     """scancel one array task; wait until its process and its kernel have gone."""
     assert slurm.run("scancel", task_id).returncode == 0
-    wait_for(lambda: not _alive(task_pid), 30, f"task {task_id} ended by scancel")
+    wait_for(lambda: not psutil.pid_exists(task_pid), 30, f"task {task_id} ended by scancel")
     try:  # the kernel notices its parent has gone (ipykernel's parent poller)
-        wait_for(lambda: not _alive(kernel_pid), 30, "the cancelled run's kernel ended")
+        wait_for(lambda: not psutil.pid_exists(kernel_pid), 30, "the cancelled run's kernel ended")
     finally:
-        if _alive(kernel_pid):
+        if psutil.pid_exists(kernel_pid):
             os.kill(kernel_pid, signal.SIGKILL)
 
 
