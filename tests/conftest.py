@@ -398,18 +398,11 @@ def slurm() -> Iterator[object]:
 # In full-suite runs a Ray Client server died now and then starting a notebook's session
 # ("Starting Ray client server failed"), never when a module ran alone; labkit tries such an
 # attach once more (a suite run showed it doing so and passing), and a test head prints any
-# such server's log on its way out. LABKIT_TEST_RAY_SLURM: 0 leaves out every test that starts
-# Ray nodes on SLURM, 1 adds the sidebar's (below).
+# such server's log on its way out. LABKIT_TEST_RAY_SLURM=0 leaves out every test that starts
+# Ray nodes on SLURM.
 ray_on_slurm_tests = pytest.mark.skipif(
     os.environ.get("LABKIT_TEST_RAY_SLURM") == "0",
     reason="LABKIT_TEST_RAY_SLURM=0 leaves out Ray on SLURM",
-)
-# The sidebar's Ray on SLURM (~90 s in a suite run) adds to what the notebook's attach and the
-# sidebar's Dask on SLURM cover only its launcher module: it runs with LABKIT_TEST_RAY_SLURM=1,
-# to keep `make test` within its time.
-ray_on_slurm_sidebar_tests = pytest.mark.skipif(
-    os.environ.get("LABKIT_TEST_RAY_SLURM") != "1",
-    reason="the sidebar's Ray on SLURM runs with LABKIT_TEST_RAY_SLURM=1 (suite time)",
 )
 
 

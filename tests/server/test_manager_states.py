@@ -70,6 +70,15 @@ def test_only_the_configured_launchers_are_backends(manager):
         run(manager.start_cluster("dask"))
 
 
+async def until_busy(manager: ClusterManager, cluster_id: str, timeout: float = 10) -> None:
+    """Until the manager has begun a change of ``cluster_id`` (its launcher is held at a gate)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not manager._clusters[cluster_id].busy:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{cluster_id} not busy within {timeout:g} s")
+        await asyncio.sleep(0.01)
+
+
 def test_scaling_then_running_and_one_change_at_a_time(manager):
     async def scenario():
         await manager.start_cluster("toy", workers=1)
@@ -78,8 +87,7 @@ def test_scaling_then_running_and_one_change_at_a_time(manager):
         assert (await manager.get_cluster("toy-1")).status == "running"
         ToyLauncher.gate = threading.Event()
         scaling = asyncio.create_task(manager.scale_cluster("toy-1", 3))
-        while not manager._clusters["toy-1"].busy:
-            await asyncio.sleep(0.01)
+        await until_busy(manager, "toy-1")
         assert (await manager.get_cluster("toy-1")).status == "scaling"
         with pytest.raises(UnsupportedOperationError, match="is scaling; try again"):
             await manager.scale_cluster("toy-1", 2)
@@ -99,8 +107,7 @@ def test_stopping_then_gone(manager):
         launcher = launcher_of(manager, "toy-1")
         ToyLauncher.gate = threading.Event()
         stopping = asyncio.create_task(manager.remove_cluster("toy-1"))
-        while not manager._clusters["toy-1"].busy:
-            await asyncio.sleep(0.01)
+        await until_busy(manager, "toy-1")
         assert (await manager.get_cluster("toy-1")).status == "stopping"
         await manager.remove_cluster("toy-1")  # a second stop while stopping is a no-op
         ToyLauncher.gate.set()

@@ -12,11 +12,11 @@ import pytest
 from traitlets.config import Config
 
 import labkit
-from tests.conftest import ray_on_slurm_sidebar_tests, wait_for
+from tests.conftest import ray_on_slurm_tests, wait_for
 from tests.server.test_slurm_clusters import _until
 from tests.slurmbed import kill_all, ray_node_dirs, ray_node_processes
 
-pytestmark = [pytest.mark.usefixtures("slurm"), ray_on_slurm_sidebar_tests]
+pytestmark = [pytest.mark.usefixtures("slurm"), ray_on_slurm_tests]
 
 
 @pytest.fixture
