@@ -36,7 +36,12 @@ class TrainConfig:
     the schedule); ``patience=N`` stops once it has not improved for N epochs.
     ``weight_decay`` applies to the networks, not to the linear PCA paths.
     ``kl_warmup`` ramps the KL weight linearly from 0 to ``kl_weight`` over that many epochs
-    (0: full weight from the start). ``device="auto"`` uses CUDA when available.
+    (0: full weight from the start). ``ema_decay`` (e.g. 0.98) keeps an exponential moving
+    average of the weights, updated after every batch: validation measures it and the run
+    keeps it. Its validation loss is smooth where the raw weights' jumps while the rate is
+    high, so early stopping (``patience``, a tuning sweep's ASHA rungs) ranks runs on their
+    trend, not their noise; it averages over ~1/(1 - ema_decay) batches, which should be
+    well under the batches of a run. ``device="auto"`` uses CUDA when available.
     ``num_workers`` is the number of Ray Train workers (data-parallel ranks) on a Ray cluster;
     ``threads`` the torch threads per process (``None``: the cores this process may use,
     divided among the workers).
@@ -58,6 +63,7 @@ class TrainConfig:
     kl_warmup: int = 5
     kl_weight: float = 1.0
     weight_decay: float = 1e-4
+    ema_decay: float | None = None
     device: str = "auto"
     num_workers: int = 2
     threads: int | None = None
@@ -90,6 +96,12 @@ class TrainConfig:
         if not isinstance(self.val_fraction, int | float) or not 0 <= self.val_fraction < 1:
             raise ParameterError(
                 f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}"
+            )
+        if self.ema_decay is not None and not (
+            isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1
+        ):
+            raise ParameterError(
+                f"TrainConfig.ema_decay must be None or a number in (0, 1), got {self.ema_decay!r}"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ParameterError(

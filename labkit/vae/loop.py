@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from labkit.vae.config import TrainConfig
 from labkit.vae.data import ChunkSource, Prefetch, batches, rows_by_chunk
@@ -41,6 +42,11 @@ MIN_IMPROVEMENT = 1e-4
 VAL_RESIDENT_BYTES = 256 * 1024**2
 VAL_BATCH = 1024
 LR_FLOOR = 0.05
+# with ``TrainConfig.ema_decay`` a state's "model" is the moving average (what validation
+# measured and a run keeps); the optimizer's own weights and the average's update count are
+# kept beside it so that a resumed run goes on exactly
+TRAINED_WEIGHTS = "trained_model"
+AVERAGED_UPDATES = "averaged_updates"
 
 Report = dict[str, Any]
 
@@ -120,11 +126,14 @@ def fit(
     their loss sums), which a resumed run continues from exactly, skipping those batches.
     """
     device = torch.device(device)
-    model = SpectrumVAE.from_payload(state["model"], "training state").to(device)
+    trained = state.get(TRAINED_WEIGHTS, state["model"])
+    model = SpectrumVAE.from_payload(trained, "training state").to(device)
     optimizer = _optimizer(model, config)
     if state.get("optimizer"):
         optimizer.load_state_dict(state["optimizer"])
     net = wrap(model) if wrap is not None else model
+    average = _moving_average(model, state, config)
+    kept = average.module if average is not None else model  # what validation measures
     history = list(state["history"])
     best_epoch, best_loss = state["best_epoch"], state["best_loss"]
     bad_epochs = state["bad_epochs"]
@@ -138,7 +147,8 @@ def fit(
     def snapshot(completed: int, **more: Any) -> bytes:
         return pack(
             {
-                "model": model.to_payload(),
+                "model": kept.to_payload(),
+                **(_average_state(model, average) if average is not None else {}),
                 "optimizer": optimizer.state_dict(),
                 "epoch": completed,
                 "history": history,
@@ -178,12 +188,14 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 (loss / pixels.clamp(min=1)).backward()
                 optimizer.step()
+                if average is not None:
+                    average.update_parameters(model)
                 train_sum.add(loss, pixels)
                 if world == 1 and checkpoint_now():
                     sums = train_sum.values.tolist()
                     emit({"partial": snapshot(epoch - 1, step=step, train_sum=sums)})
         done_steps, done_sum = 0, None
-        val_sum = _validate(model, validation, config, beta, device)
+        val_sum = _validate(kept, validation, config, beta, device)
         totals = torch.cat([train_sum.values, val_sum.values])
         if world > 1:
             torch.distributed.all_reduce(totals)
@@ -286,6 +298,26 @@ def _optimizer(model: SpectrumVAE, config: TrainConfig) -> torch.optim.Adam:
         {"params": linear, "weight_decay": 0.0},
     ]
     return torch.optim.Adam(groups, lr=config.lr)
+
+
+def _moving_average(
+    model: SpectrumVAE, state: dict[str, Any], config: TrainConfig
+) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights (``config.ema_decay``), picked
+    up where ``state`` left it; None without one. Its first update copies the weights."""
+    if config.ema_decay is None:
+        return None
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    if TRAINED_WEIGHTS in state:  # the state's model is the average so far
+        average.module.load_state_dict(state["model"]["state_dict"])
+        average.n_averaged.fill_(int(state[AVERAGED_UPDATES]))
+    return average
+
+
+def _average_state(model: SpectrumVAE, average: AveragedModel) -> dict[str, Any]:
+    """What a checkpoint needs beside the average to go on: the weights the optimizer
+    trains, and how many updates the average has had."""
+    return {TRAINED_WEIGHTS: model.to_payload(), AVERAGED_UPDATES: int(average.n_averaged)}
 
 
 def learning_rate(epoch: int, config: TrainConfig) -> float:

@@ -8,6 +8,8 @@ import pytest
 import labkit
 from labkit.errors import TrainingError
 from labkit.vae import SpectrumVAE, TrainConfig, train
+from labkit.vae.checkpoints import CheckpointStore
+from labkit.vae.loop import AVERAGED_UPDATES, TRAINED_WEIGHTS
 
 SMALL = TrainConfig(latent_dim=4, hidden=(64, 32), batch_size=32, epochs=2, kl_warmup=1)
 
@@ -43,7 +45,7 @@ def test_ray_train_with_two_workers_on_a_ray_head(rest_spectra, ray_head, tmp_pa
     seen = []
     result = train(
         rest_spectra,
-        SMALL.replace(num_workers=2),
+        SMALL.replace(num_workers=2, ema_decay=0.9),
         cluster=cluster,
         checkpoint_dir=tmp_path,
         progress=False,
@@ -51,6 +53,9 @@ def test_ray_train_with_two_workers_on_a_ray_head(rest_spectra, ray_head, tmp_pa
     )
     _check_result(result, rest_spectra, "ray", SMALL.epochs)
     assert [r["epoch"] for r in seen] == [1, 2]  # reported live, epoch by epoch
+    # the kept model is the ranks' moving average; the trained weights are kept beside it
+    state = CheckpointStore(tmp_path).latest_state()
+    assert TRAINED_WEIGHTS in state and state[AVERAGED_UPDATES] > 0
     assert sorted(p.name for p in tmp_path.glob("epoch-*.pt"))[-1] == "epoch-0002.pt"
     with pytest.raises(TrainingError, match="num_workers=3 needs 3 CPUs, the Ray cluster"):
         train(

@@ -54,8 +54,9 @@ def test_seeded_runs_are_reproducible(rest_spectra, tmp_path):
     assert [r["loss"] for r in other.history] != [r["loss"] for r in first.history]
 
 
-def test_resume_after_a_stop_continues_from_the_saved_epoch(rest_spectra, tmp_path):
-    config = SMALL.replace(epochs=4, patience=None)
+@pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["weights", "moving-average"])
+def test_resume_after_a_stop_continues_from_the_saved_epoch(rest_spectra, tmp_path, ema_decay):
+    config = SMALL.replace(epochs=4, patience=None, ema_decay=ema_decay)
     whole = train(
         rest_spectra, config, "in-process", checkpoint_dir=tmp_path / "whole", progress=False
     )
@@ -96,10 +97,30 @@ def test_resume_after_a_stop_continues_from_the_saved_epoch(rest_spectra, tmp_pa
     assert not resumed.stopped
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     # shuffling and sampling noise are seeded per epoch: the same run as without the stop
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    for figure in ("loss", "val_loss"):  # the moving average too goes on where it stopped
+        assert [r[figure] for r in resumed.history] == [r[figure] for r in whole.history]
     np.testing.assert_array_equal(
         resumed.model.encode(rest_spectra), whole.model.encode(rest_spectra)
     )
+
+
+def test_a_moving_average_of_the_weights_is_validated_and_kept_without_changing_training(
+    rest_spectra, tmp_path
+):
+    def run(name, **changes):
+        config = SMALL.replace(epochs=4, **changes)
+        return train(
+            rest_spectra, config, "in-process", checkpoint_dir=tmp_path / name, progress=False
+        )
+
+    plain, averaged = run("plain"), run("averaged", ema_decay=0.9)
+    # the optimizer sees the same batches and noise: the training loss is the same
+    assert [r["loss"] for r in averaged.history] == [r["loss"] for r in plain.history]
+    # validation measures the average, and the run keeps it (its checkpoint and model.pt)
+    assert [r["val_loss"] for r in averaged.history] != [r["val_loss"] for r in plain.history]
+    kept = SpectrumVAE.load(tmp_path / "averaged")
+    np.testing.assert_array_equal(kept.encode(rest_spectra), averaged.model.encode(rest_spectra))
+    assert not np.array_equal(kept.encode(rest_spectra), plain.model.encode(rest_spectra))
 
 
 def test_resume_refuses_another_architecture_or_grid(rest_spectra, tmp_path):
@@ -174,5 +195,7 @@ def test_bad_input_is_refused_with_a_clear_error(rest_spectra, tmp_path):
         attempt(rest_spectra, TrainConfig(latent_dim=0))
     with pytest.raises(ParameterError, match="encoder must be one of mlp, conv"):
         TrainConfig(encoder="transformer")
+    with pytest.raises(ParameterError, match=r"ema_decay must be None or a number in \(0, 1\)"):
+        TrainConfig(ema_decay=1.0)
     with pytest.raises(ParameterError, match="cluster must be a labkit Cluster"):
         train(rest_spectra, SMALL, cluster="ray-ish", progress=False)

@@ -116,6 +116,35 @@ def test_a_sweep_on_ray_finds_its_best_trial_and_is_tracked(
         assert run.data.params["lr"] in {str(v) for v in SPACE["lr"]}
 
 
+def test_sweeps_with_one_seed_draw_the_same_settings_in_the_same_order(
+    rest_spectra, ray_head, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LABKIT_TRACKING", "off")
+    cluster = labkit.connect(ray_head.gcs_address, backend="ray", token_file=ray_head.token_file)
+    space = {"lr": ray_tune.loguniform(1e-4, 1e-2), "latent_dim": [2, 4]}
+
+    def drawn(name: str, seed: int) -> list[tuple[float, int]]:
+        result = tune(
+            rest_spectra,
+            space,
+            num_samples=3,
+            max_epochs=1,
+            scheduler=None,
+            base=BASE,
+            cluster=cluster,
+            storage_path=tmp_path,
+            name=name,
+            seed=seed,
+            progress=False,
+        )
+        trials = result.trials.sort_values("trial_id")  # Tune numbers trials as it makes them
+        return list(zip(trials["config/lr"], trials["config/latent_dim"], strict=True))
+
+    first = drawn("first", seed=7)
+    assert len(set(first)) == 3
+    assert drawn("again", seed=7) == first
+
+
 SWEEP = """
 import sys
 import labkit
