@@ -248,6 +248,7 @@ class _Sweep:
                 "scheduler": self.scheduler or "fifo",
                 "metric": self.metric,
                 "max_epochs": self.max_epochs,
+                **({"seed": self.seed} if self.seed is not None else {}),
             },
             tags={**data_identity(self.source), "labkit.sweep_dir": str(folder)},
         )

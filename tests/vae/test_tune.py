@@ -84,6 +84,7 @@ def test_a_sweep_on_ray_finds_its_best_trial_and_is_tracked(
         cluster=cluster,
         storage_path=tmp_path / "sweeps",
         name="first",
+        seed=3,
         progress=False,
         callback=lambda trial, record: seen.setdefault(trial, []).append(record),
     )
@@ -103,6 +104,7 @@ def test_a_sweep_on_ray_finds_its_best_trial_and_is_tracked(
     client = MlflowClient(uri)
     sweep = client.get_run(result.mlflow_run_id)
     assert sweep.data.tags["labkit.kind"] == "tune"
+    assert sweep.data.params["seed"] == "3"  # the sweep can be drawn again
     assert sweep.info.status == "FINISHED"
     children = client.search_runs(
         [sweep.info.experiment_id],
