@@ -120,6 +120,12 @@ def test_a_grid_runs_as_one_array_and_a_cancelled_task_runs_again(slurm, gated_b
     wait_for(lambda: not slurm.jobs(), 60, "every task gone from the queue")
 
 
+def _ctrl_c_interrupts() -> None:
+    """A suite started as a background job (`make test &`) runs with SIGINT ignored, and a
+    Python started so keeps ignoring it; the submitter must hear Ctrl-C as a terminal's does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gone(
     slurm, gated_bundle, tmp_path, monkeypatch
 ):
@@ -145,6 +151,7 @@ def test_status_and_resume_work_from_the_batch_folder_after_the_submitter_is_gon
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_ctrl_c_interrupts,
     )
     try:
         task_pid, kernel_pid = _held(gate)
