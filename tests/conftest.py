@@ -194,6 +194,10 @@ def _start_ray_head(temp_dir: str, token_file: Path, cpus: int, log: Path) -> Ra
         RAY_AUTH_TOKEN_PATH=str(token_file),
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         RAY_USAGE_STATS_ENABLED="0",
+        # a Ray Client server that dies at start leaves no Python error in its log; if it is
+        # the segfault in grpcio's event_engine thread the kernel logs now and then, this
+        # writes the crashing stacks there
+        PYTHONFAULTHANDLER="1",
     )
     ports = {
         "--port": gcs,

@@ -181,13 +181,16 @@ def _print_ray_logs(temp_dir: str, lines: int = 8) -> None:
 def print_client_server_errors(temp_dir: str, lines: int = 12, file: TextIO | None = None) -> None:
     """The end of each Ray Client server's error log that has one, into the job's output (or
     ``file``): a server that died as a notebook attached says why only there (the temp dir
-    goes with the node)."""
+    goes with the node). A crash that Python's faulthandler reported (PYTHONFAULTHANDLER) is
+    shown from its first line, where it names the signal."""
     logs = Path(temp_dir) / "session_latest" / "logs"
     for path in sorted(logs.glob("ray_client_server*.err")):
         with contextlib.suppress(OSError):
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            if any("Error" in line or "Traceback" in line for line in tail):
-                print(f"labkit: the end of {path}:", *tail, sep="\n", flush=True, file=file)
+            said = path.read_text(errors="replace").splitlines()
+            crash = [i for i, line in enumerate(said) if line.startswith("Fatal Python error")]
+            shown = said[crash[0] : crash[0] + lines] if crash else said[-lines:]
+            if crash or any("Error" in line or "Traceback" in line for line in shown):
+                print(f"labkit: the log {path}:", *shown, sep="\n", flush=True, file=file)
 
 
 def _head_address(folder: Path) -> dict[str, str]:

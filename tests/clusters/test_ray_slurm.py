@@ -100,3 +100,18 @@ def test_the_magic_asks_slurm_for_one_job_of_a_task_per_ray_node(slurm, tmp_path
     assert "--ntasks=2 --cpus-per-task=1 --mem-per-cpu=1024M" in message
     assert "invalid partition specified: nope" in message
     assert slurm.jobs() == []
+
+
+def test_a_client_server_log_shows_a_crash_from_where_faulthandler_names_it(tmp_path, capsys):
+    from labkit.clusters.ray_slurm_node import print_client_server_errors
+
+    logs = tmp_path / "session_latest" / "logs"
+    logs.mkdir(parents=True)
+    stacks = [f'  File "threading.py", line {n} in wait' for n in range(30)]
+    crash = ["Fatal Python error: Segmentation fault", "", "Thread 0x7f (most recent call first):"]
+    (logs / "ray_client_server_23001.err").write_text("\n".join(["starting", *crash, *stacks]))
+    (logs / "ray_client_server_23002.err").write_text("starting\nserving on 23002\n")
+    print_client_server_errors(str(tmp_path), lines=5)
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].endswith("ray_client_server_23001.err:")
+    assert shown[1:] == [*crash, stacks[0], stacks[1]]  # the signal first; the healthy log not
