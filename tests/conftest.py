@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from labkit.clusters.credentials import Credentials
+from labkit.clusters.ray_processes import ray_process_env
 
 BIN = Path(sys.executable).parent
 
@@ -187,17 +188,13 @@ def running_ray_head(work: Path, token_file: Path, cpus: int = 2) -> Iterator[Ra
 
 def _start_ray_head(temp_dir: str, token_file: Path, cpus: int, log: Path) -> RayHead:
     gcs, client, *others = free_ports(9)
-    env = dict(os.environ)
+    env = ray_process_env()
     env.pop("RAY_AUTH_TOKEN", None)
     env.update(
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_file),
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         RAY_USAGE_STATS_ENABLED="0",
-        # a Ray Client server that dies at start leaves no Python error in its log; if it is
-        # the segfault in grpcio's event_engine thread the kernel logs now and then, this
-        # writes the crashing stacks there
-        PYTHONFAULTHANDLER="1",
     )
     ports = {
         "--port": gcs,

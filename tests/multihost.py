@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labkit.clusters.ray_processes import ray_process_env
 from tests.netbed import NetBed
 
 BIN = Path(sys.executable).parent
@@ -131,7 +132,7 @@ class Bed:
     def start_ray_node(self, host: str, head: bool = False) -> subprocess.Popen:
         from labkit.clusters.ray import new_ray_temp_dir
 
-        env = self.env(tls=None, token=True)
+        env = ray_process_env(self.env(tls=None, token=True))
         env["RAY_AUTH_MODE"] = "token"
         # a busy 2-core machine starts slowly: the raylet waits for its agent's port file
         # (agent_register_timeout_ms) and `ray start` for the raylet, and each aborts after

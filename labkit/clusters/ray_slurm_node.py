@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from labkit.clusters.address import on_loopback
 from labkit.clusters.ports import free_ports
+from labkit.clusters.ray_processes import ray_process_env
 
 POLL_S = 0.5
 HEAD_FILE = "head.json"
@@ -164,7 +165,7 @@ def _start_node(
             "dashboard": f"http://{ip}:{ports['--dashboard-port']}",
         }
     print(f"labkit: task {task} of job {job_id}: Ray node at {ip} ({temp_dir})", flush=True)
-    return _Node(subprocess.Popen(command), temp_dir, addresses)
+    return _Node(subprocess.Popen(command, env=ray_process_env()), temp_dir, addresses)
 
 
 def _print_ray_logs(temp_dir: str, lines: int = 8) -> None:

@@ -8,7 +8,6 @@ a ping only.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from labkit.clusters.credentials import NONE, Credentials
 from labkit.clusters.ports import free_ports
 from labkit.clusters.ray import new_ray_temp_dir
 from labkit.clusters.ray_auth import default_token_path, find_token
+from labkit.clusters.ray_processes import ray_process_env
 from labkit.log import logger
 from labkit.server.launchers.base import Launcher
 from labkit.server.probes import Health
@@ -77,7 +77,7 @@ class RayLauncher(Launcher):
         self.temp_dir: str | None = None
 
     def _token_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = ray_process_env()
         token = find_token()
         if token is None:
             path = default_token_path()
