@@ -17,6 +17,7 @@ from labkit.clusters.base import ChunkResult, Cluster
 from labkit.clusters.credentials import Credentials
 from labkit.clusters.mapping import ChunkLost, run_chunk
 from labkit.clusters.ray_auth import check_access, find_token, use_token
+from labkit.clusters.ray_processes import ray_process_env
 from labkit.errors import ConnectError, ParameterError
 
 LOOPBACK = "127.0.0.1"
@@ -192,6 +193,7 @@ class RayCluster(Cluster):
 
         if ray.is_initialized():
             ray.shutdown()
+        os.environ.update(ray_process_env())  # the processes Ray starts inherit this environment
         temp_dir = new_ray_temp_dir()
         try:
             context = ray.init(

@@ -1,5 +1,6 @@
 """Embedded local clusters: loopback only, scalable, cleanly replaced."""
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -20,6 +21,17 @@ def _listening_addresses(pids: set[int]) -> set[str]:
         for conn in psutil.net_connections(kind="inet")
         if conn.status == psutil.CONN_LISTEN and conn.pid in pids
     }
+
+
+def _settings(pids: set[int], name: str) -> set[str | None]:
+    """The values of environment variable ``name`` in the processes ``pids`` still running
+    (less those that renamed themselves: a long process title overwrites /proc's environ)."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if env := psutil.Process(pid).environ():
+                found.add(env.get(name))
+    return found
 
 
 def _descendants() -> set[int]:
@@ -68,6 +80,7 @@ def test_local_ray_is_loopback_only_scales_and_leaks_nothing(monkeypatch, tmp_pa
     assert cluster.resources()["cpus"] == 1
     first_processes = _descendants() - before
     assert _listening_addresses(first_processes) <= {"127.0.0.1", "::ffff:127.0.0.1"}
+    assert _settings(first_processes, "GRPC_ENABLE_FORK_SUPPORT") == {"0"}  # ray_processes
 
     with pytest.warns(UserWarning, match="restarts it"):
         cluster.scale(2)
@@ -155,3 +168,11 @@ def test_killed_worker_loses_no_item_and_a_dead_task_is_named(tmp_path):
     with pytest.raises(ClusterTaskError, match=r"dask cluster could not run items 0-0") as info:
         cluster.map(_always_die, [0], progress=False)
     assert (info.value.first_item, info.value.last_item) == (0, 0)
+
+
+def test_ray_processes_get_labkits_settings_unless_the_user_made_them():
+    from labkit.clusters.ray_processes import ray_process_env
+
+    mine = {"GRPC_ENABLE_FORK_SUPPORT": "1", "HOME": "/home/me"}
+    assert ray_process_env(mine) == mine | {"PYTHONFAULTHANDLER": "1"}
+    assert ray_process_env({})["GRPC_ENABLE_FORK_SUPPORT"] == "0"
