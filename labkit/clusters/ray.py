@@ -95,6 +95,17 @@ def _init_remote(address: str, timeout: float, attempts: int = 2) -> Any:
     raise AssertionError("unreachable")
 
 
+def lost_server(exc: BaseException) -> bool:
+    """Whether a Ray Client call failed for want of its server: ``ConnectionError`` from the
+    calls Ray retries once their grace period is over, gRPC's UNAVAILABLE from those it does
+    not retry (``ray.nodes()``, which ``workers`` and ``map`` ask)."""
+    if isinstance(exc, ConnectionError):
+        return True
+    import grpc
+
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
 @contextmanager
 def _reconnect_within(timeout: float) -> Iterator[None]:
     """Give a Ray Client made inside this block half of ``timeout`` to win back a lost server,
@@ -214,12 +225,13 @@ class RayCluster(Cluster):
 
     @contextmanager
     def _head_answers(self) -> Iterator[None]:
-        """Turn a Ray Client's lost server (``ConnectionError`` once its reconnect grace
-        period is over) into a ``ConnectError`` naming the head; the client is closed, as
-        Ray never reconnects it after that."""
+        """Turn a Ray Client's lost server (see ``lost_server``) into a ``ConnectError``
+        naming the head; the client is closed, as Ray never reconnects it after that."""
         try:
             yield
-        except ConnectionError as exc:
+        except Exception as exc:
+            if not lost_server(exc):
+                raise
             with contextlib.suppress(Exception):
                 self.close()
             raise self._connection_lost("Ray head") from exc

@@ -257,7 +257,9 @@ def test_a_worker_host_lost_mid_batch_loses_no_run(dask_tls):
 @pytest.mark.timeout(900)  # the first one waits for three Ray nodes to start on 2 cores
 def test_a_notebook_maps_over_a_token_ray_cluster_on_other_hosts(ray_multinode):
     bed = ray_multinode
-    args = ["map", bed.ray_address, "200", "--token-file", str(bed.token_file)]
+    # 50 ms an item: the head's one CPU cannot finish every chunk before the other nodes'
+    # workers start (with no work an item, it once did, and every item ran on the head)
+    args = ["map", bed.ray_address, "200", "--token-file", str(bed.token_file), "--slow", "0.05"]
     figures = bed.client("laptop", args, bed.env(tls=None))
     every_host = sorted(bed.net[h].address for h in ("head", "node1", "node2"))
     assert figures["hosts"] == every_host

@@ -91,7 +91,7 @@ def test_closing_puts_the_token_settings_of_this_process_back(ray_head, monkeypa
 
 def test_a_client_server_that_dies_starting_is_tried_once_more(monkeypatch):
     """Ray's own message when the head's per-client server process dies at once (a stand-in
-    for ray.init: the failure is real but not repeatable on demand)."""
+    for ray.init: heads labkit starts no longer lose them, see ``ray_processes``)."""
     import ray
 
     from labkit.clusters import ray as ray_module
@@ -121,3 +121,23 @@ def test_a_client_server_that_dies_starting_is_tried_once_more(monkeypatch):
     answers = iter([ConnectionAbortedError("Initialization failure from server: bad token")])
     with pytest.raises(ConnectionAbortedError, match="bad token"):  # not retried
         ray_module._init_remote("ray://127.0.0.1:1", 5)
+
+
+def test_a_lost_server_is_told_from_other_client_errors():
+    """``ray.nodes()`` on a Ray Client whose head died raises gRPC's UNAVAILABLE, not the
+    ConnectionError of the calls Ray retries: both are the head lost, nothing else is."""
+    import grpc
+
+    from labkit.clusters.ray import lost_server
+
+    class RpcFailure(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode):
+            self._code = code
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+    assert lost_server(RpcFailure(grpc.StatusCode.UNAVAILABLE))
+    assert lost_server(ConnectionError("Ray client connection timed out"))
+    assert not lost_server(RpcFailure(grpc.StatusCode.UNAUTHENTICATED))
+    assert not lost_server(ValueError("bad item"))
